@@ -99,7 +99,7 @@ def cmd_train(args):
         def make_model():  # runs inside the strategy's scope, under the precision policy
             return keras_vae.VAE(
                 image_shape=image_shape, latent_dim=args.latent_dim, arch=args.arch,
-                likelihood=args.likelihood, beta=args.beta, seed=args.seed, **objective)
+                arch_options=args.arch_options, likelihood=args.likelihood, beta=args.beta, seed=args.seed, **objective)
 
         model, history, seconds = training.train(
             make_model, train, val, epochs=args.epochs, learning_rate=args.learning_rate,
@@ -122,6 +122,18 @@ def cmd_train(args):
         pictures.save_reconstructions(x, model.reconstruct(x, labels), tmp / "reconstructions.png")
     print(f"Wrote {args.out}/model.keras, history.json, samples.png, reconstructions.png "
           f"({seconds:.1f} s of training)")
+
+
+def _json_object(text: str) -> dict:
+    """argparse type: a JSON object (`{...}`), else a clear usage error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 1}}', "
+                                         f"got {text!r}")
+    return value
 
 
 def cmd_evaluate(args):
@@ -191,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     p.add_argument("--arch", choices=sorted(networks.ARCHITECTURES), default="conv")
     p.add_argument("--latent-dim", type=int, default=16)
+    p.add_argument("--arch-options", type=_json_object, default={},
+                   help='JSON options of the architecture builder, e.g. '
+                        '\'{"filters": [32, 64], "decoder_dense_units": 0}\'')
     p.add_argument("--likelihood", default="bernoulli",
                    help=f"one of {sorted(likelihoods.LIKELIHOODS)}, mse, gaussian_learned")
     p.add_argument("--beta", type=float, default=1.0)

@@ -15,6 +15,7 @@ supports.
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import keras
@@ -100,12 +101,18 @@ def _check_conv_shape(image_shape):
 
 
 def build_conv(image_shape, latent_dim, num_classes=0, filters=(32, 64),
-               dense_units=512, activation="relu"):
+               dense_units=512, activation="relu", decoder_dense_units=None):
     """Strided conv encoder and transposed-conv decoder (the keras.io shape).
 
     Unlike keras.io it has a wide dense layer (512, not 16) between the
     convolutions and the latent heads: a 16-unit bottleneck before the
     Gaussian heads is what limits that example's likelihood.
+
+    `decoder_dense_units` sets the decoder's own dense layer before the
+    grid (default: `dense_units`; 0 maps `z` straight to the grid, as
+    keras.io does). At batch 1 the decoder's 512x3136 layer is 6.4 MB of
+    float32 weights read per sample: the largest single cost of edge
+    decoding (see benchmarks/README.md).
     """
     _check_conv_shape(image_shape)
     enc_in, dec_in = _inputs(image_shape, latent_dim, num_classes)
@@ -120,7 +127,10 @@ def build_conv(image_shape, latent_dim, num_classes=0, filters=(32, 64),
     encoder = keras.Model(enc_in, _heads(h, latent_dim), name="encoder")
 
     h = _condition(dec_in[0], _label(dec_in), num_classes, "decoder")
-    h = _decoder_trunk(h, image_shape, filters[-1], dense_units, activation, len(filters))
+    if decoder_dense_units is None:
+        decoder_dense_units = dense_units
+    h = _decoder_trunk(h, image_shape, filters[-1], decoder_dense_units, activation,
+                       len(filters))
     for i, f in enumerate(reversed(filters)):
         h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation=activation,
                                    name=f"decoder_deconv_{i}")(h)
@@ -186,4 +196,11 @@ def build(name: str, image_shape, latent_dim: int, num_classes: int = 0, **optio
     image_shape = tuple(int(d) for d in image_shape)
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-    return get(name)(image_shape, int(latent_dim), int(num_classes), **options)
+    builder = get(name)
+    valid = [p for p in inspect.signature(builder).parameters
+             if p not in ("image_shape", "latent_dim", "num_classes")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for the {name!r} architecture; "
+                         f"valid: {valid}")
+    return builder(image_shape, int(latent_dim), int(num_classes), **options)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ def keras_vae(*args, check=True):
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     keras_vae("train", "--dataset", "digits", "--arch", "mlp", "--latent-dim", 4,
+              "--arch-options", '{"hidden_units": [32, 16]}',
               "--epochs", 2, "--batch-size", 128, "--out", out, "--verbose", 0)
     return out
 
@@ -31,6 +33,8 @@ def test_train_writes_model_history_and_pictures(trained_run):
     history = json.loads((trained_run / "history.json").read_text())["history"]
     assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
     assert "val_loss" in history
+    config = json.loads(zipfile.ZipFile(trained_run / "model.keras").read("config.json"))
+    assert config["config"]["arch_options"] == {"hidden_units": [32, 16]}
     samples = np.asarray(Image.open(trained_run / "samples.png"))
     assert samples.ndim == 2 and samples.std() > 0  # a grid of 8x8 digits, upscaled
 
@@ -67,9 +71,15 @@ def test_existing_out_is_refused_and_kept(trained_run):
     (["train", "--dataset", "digits", "--likelihood", "poisson", "--out", "{tmp}/r"],
      "valid names"),
     (["evaluate", "{tmp}/missing.keras"], "No model file"),
+    (["train", "--dataset", "digits", "--arch-options", "{{dense: 8}}", "--out", "{tmp}/r"],
+     "not valid JSON"),
+    (["train", "--dataset", "digits", "--arch-options", "[8]", "--out", "{tmp}/r"],
+     "expected a JSON object"),
+    (["train", "--dataset", "digits", "--arch", "mlp", "--arch-options",
+      '{{"hidden": [8]}}', "--epochs", 1, "--out", "{tmp}/r"], "valid: ['hidden_units'"),
 ])
 def test_bad_arguments_exit_cleanly(args, message, tmp_path):
-    result = keras_vae(*[a.format(tmp=tmp_path) for a in args], check=False)
+    result = keras_vae(*[str(a).format(tmp=tmp_path) for a in args], check=False)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r").exists()

@@ -178,7 +178,8 @@ def test_int8_onnx_is_quantized_and_close(full):
     model, out, manifest = full
     e = entry(manifest, "decoder", "onnx", "int8_dynamic")
     ops = {node.op_type for node in onnx.load(str(out / e["path"])).graph.node}
-    assert ops & {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"}
+    assert "MatMulInteger" in ops  # the dense layers are int8
+    assert "ConvInteger" not in ops  # convolutions stay float32 (faster, closer)
     z = np.random.default_rng(0).standard_normal((7, LATENT), dtype=np.float32)
     got = ort.InferenceSession(str(out / e["path"])).run(["x"], {"z": z})[0]
     assert parity.psnr(decode(model, z), got, 1.0) >= parity.PSNR_BOUNDS["int8_dynamic"]

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -123,6 +124,25 @@ def test_bad_model_arguments_are_named():
         keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=0)
     with pytest.raises(ValueError, match="height, width, channels"):
         keras_vae.VAE(image_shape=(64,), latent_dim=2, arch="conv")
+    with pytest.raises(ValueError, match=r"\['dense_unit'\].*'conv'.*decoder_dense_units"):
+        keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=2, arch="conv",
+                      arch_options={"dense_unit": 8})
+
+
+def test_conv_decoder_dense_layer_is_its_own_option():
+    def dense_shapes(model):
+        return [tuple(layer.kernel.shape) for layer in model.layers
+                if isinstance(layer, keras.layers.Dense)]
+
+    common = dict(image_shape=(8, 8, 1), latent_dim=3, arch="conv")
+    same = keras_vae.VAE(**common, arch_options={"filters": [4, 8], "dense_units": 6})
+    # 8x8 images, two stride-2 stages: a 2x2x8 grid of 32 values.
+    assert dense_shapes(same.decoder) == [(3, 6), (6, 32)]
+    direct = keras_vae.VAE(**common, arch_options={"filters": [4, 8], "dense_units": 6,
+                                                    "decoder_dense_units": 0})
+    assert dense_shapes(direct.decoder) == [(3, 32)]
+    assert (6, 3) in dense_shapes(direct.encoder)  # the encoder keeps its dense layer
+    assert direct.sample(2, seed=0).shape == (2, 8, 8, 1)
 
 
 def test_bad_training_data_gets_clear_errors(make_vae, tiny_images):
