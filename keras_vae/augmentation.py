@@ -16,8 +16,6 @@ import tensorflow as tf
 from keras_vae import data as data_lib
 from keras_vae.vae import VAE
 
-AUTOTUNE = tf.data.AUTOTUNE
-
 
 def generated_dataset(model, n: int, batch_size: int = 64, seed: int | None = 0,
                       class_ids=None, binarize: bool = False) -> tf.data.Dataset:
@@ -61,7 +59,7 @@ def generated_dataset(model, n: int, batch_size: int = 64, seed: int | None = 0,
         rng = np.random.default_rng(None if seed is None else seed + 1)
         images = (rng.random(images.shape, dtype=np.float32) < images).astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return data_lib.prefetched(ds.batch(batch_size))
 
 
 def _unbatched_pairs(ds, name):
@@ -98,7 +96,7 @@ def mix(real: tf.data.Dataset, generated: tf.data.Dataset, generated_fraction: f
     mixed = tf.data.Dataset.sample_from_datasets(
         [real, generated], weights=[1.0 - generated_fraction, generated_fraction], seed=seed,
         stop_on_empty_dataset=False)
-    return mixed.batch(batch_size).prefetch(AUTOTUNE)
+    return data_lib.prefetched(mixed.batch(batch_size))
 
 
 # ------------------------------------------------------------ worked example

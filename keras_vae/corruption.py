@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import data as data_lib
 from keras_vae import registry
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -163,7 +164,6 @@ def corrupt(images, corruption="gaussian", seed: int = 0) -> np.ndarray:
     Returns:
         float32 numpy array of the same shape, values in [0, 1].
     """
-    from keras_vae import data as data_lib
 
     images = data_lib.check_images(images)
     out = get(corruption)(images, tf.constant([seed, 0], tf.int64))
@@ -193,8 +193,6 @@ def denoising_pairs(data, corruption="gaussian", seed: int = 0, batch_size: int 
     if isinstance(data, tf.data.Dataset):
         ds = data
     else:
-        from keras_vae import data as data_lib
-
         images = data_lib.check_images(data)
         ds = tf.data.Dataset.from_tensor_slices(images)
         if shuffle:
@@ -214,8 +212,8 @@ def denoising_pairs(data, corruption="gaussian", seed: int = 0, batch_size: int 
     def to_pair(clean, pair):
         return corruption(clean, pair), clean
 
-    return tf.data.Dataset.zip((ds, seeds)).map(to_pair, num_parallel_calls=AUTOTUNE).prefetch(
-        AUTOTUNE)
+    return data_lib.prefetched(tf.data.Dataset.zip((ds, seeds)).map(to_pair,
+                                                                 num_parallel_calls=AUTOTUNE))
 
 
 def denoise(model, x, labels=None, batch_size: int = 256) -> np.ndarray:

@@ -33,6 +33,24 @@ BINARIZE_MODES = (None, "dynamic", "static")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
+
+
+def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`ds.prefetch(AUTOTUNE)` with tf.data's model-based autotuning switched off.
+
+    The autotuner runs a thread that sleeps 10 ms, 20 ms, 40 ms, ... (doubling
+    up to 60 s) between optimizations, and deleting an iterator waits for that
+    sleep to end. Every `fit`/`evaluate` call deletes its iterator, so each
+    one was padded up to the next wake-up: a one-epoch `fit` of 3.5 s took
+    5.12 s, a 0.50 s `evaluate` 0.63 s (benchmarks/README.md). Without it,
+    `AUTOTUNE` still means one parallel call per core for `map` and the
+    prefetch buffer still grows on demand; in-memory pipelines lose nothing.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(AUTOTUNE).with_options(options)
+
+
 # ------------------------------------------------------------------ validation
 
 
@@ -510,7 +528,7 @@ def load(source: str, split: str = "train", *, batch_size: int = 128,
                 part = _binarize_dynamic(part, seed)
         if not with_labels:
             part = part.map(lambda image, label: image)
-        part = part.prefetch(AUTOTUNE)
+        part = prefetched(part)
         if part_arrays is not None:
             _VALIDATED.add(part)  # values checked by load_arrays: fit skips the per-batch check
         return part

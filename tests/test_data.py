@@ -126,6 +126,23 @@ def test_digits_binarization_modes():
     assert abs(epoch1.mean() - grey.mean()) < 0.01
 
 
+def test_pipelines_run_without_the_autotune_thread():
+    """Deleting an iterator waits for tf.data's autotune thread (see `data.prefetched`)."""
+    import keras_vae
+    from keras_vae import augmentation, corruption
+
+    train, val = data.load("digits", batch_size=100, validation_fraction=0.1)
+    pairs = corruption.denoising_pairs(data.load_arrays("digits")[0][:50], batch_size=10)
+    model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=2, arch="mlp",
+                          arch_options={"hidden_units": [8]})
+    generated = augmentation.generated_dataset(model, 20, batch_size=10)
+    for ds in (train, val, pairs, generated):
+        assert ds.options().autotune.enabled is False
+    assert data.load("digits", batch_size=100, binarize="static").options().autotune.enabled \
+        is False
+    assert len(list(train)) == 17  # still a complete epoch: 1617 images in batches of 100
+
+
 def test_validation_split_is_disjoint_and_unshuffled():
     train, val = data.load("digits", batch_size=100, validation_fraction=0.1)
     n_train = sum(int(b[0].shape[0]) for b in train)
