@@ -135,14 +135,15 @@ def test_conv_decoder_dense_layer_is_its_own_option():
                 if isinstance(layer, keras.layers.Dense)]
 
     common = dict(image_shape=(8, 8, 1), latent_dim=3, arch="conv")
-    same = keras_vae.VAE(**common, arch_options={"filters": [4, 8], "dense_units": 6})
-    # 8x8 images, two stride-2 stages: a 2x2x8 grid of 32 values.
-    assert dense_shapes(same.decoder) == [(3, 6), (6, 32)]
-    direct = keras_vae.VAE(**common, arch_options={"filters": [4, 8], "dense_units": 6,
-                                                    "decoder_dense_units": 0})
+    # By default z maps straight to the decoder's grid: 8x8 images, two
+    # stride-2 stages, a 2x2x8 grid of 32 values.
+    direct = keras_vae.VAE(**common, arch_options={"filters": [4, 8], "dense_units": 6})
     assert dense_shapes(direct.decoder) == [(3, 32)]
     assert (6, 3) in dense_shapes(direct.encoder)  # the encoder keeps its dense layer
     assert direct.sample(2, seed=0).shape == (2, 8, 8, 1)
+    wide = keras_vae.VAE(**common, arch_options={"filters": [4, 8], "dense_units": 6,
+                                                  "decoder_dense_units": 5})
+    assert dense_shapes(wide.decoder) == [(3, 5), (5, 32)]
 
 
 def test_bad_training_data_gets_clear_errors(make_vae, tiny_images):
