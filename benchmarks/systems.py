@@ -43,6 +43,28 @@ def deadline_callback(seconds: float):
     return Deadline()
 
 
+def epoch_clock():
+    """A Keras callback adding up the wall time inside epochs (`.seconds`, one per epoch).
+
+    What `fit` spends outside its epochs (setting up, and tearing down the
+    input iterator) is left out: the difference to the wall time of the call.
+    """
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    return EpochClock()
+
+
 def _images_seen(steps: int, n: int, batch_size: int) -> int:
     """Images in `steps` optimizer steps over epochs of `n` images (last batch partial)."""
     per_epoch = math.ceil(n / batch_size)
@@ -63,7 +85,9 @@ class KerasSystem:
 
     def fit_epochs(self, epochs: int) -> int:
         before = int(self.model.optimizer.iterations)
-        self._fit(epochs)
+        clock = epoch_clock()
+        self._fit(epochs, [clock])
+        self.last_epoch_seconds = sum(clock.seconds)
         return _images_seen(int(self.model.optimizer.iterations) - before, self.n,
                             self.batch_size)
 
