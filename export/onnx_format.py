@@ -66,7 +66,7 @@ def export_onnx(model: keras.Model, path, *, graph: str = "decoder",
     proto, _ = tf2onnx.convert.from_function(
         traced.function, input_signature=traced.input_signature, opset=OPSET)
     _name_batch_dimension(proto)
-    factor_single_channel_convs(proto)
+    factored = factor_single_channel_convs(proto)
     with files.staged(path) as tmp:
         onnx.save(proto, str(tmp))
         if precision == "int8_dynamic":
@@ -103,6 +103,7 @@ def export_onnx(model: keras.Model, path, *, graph: str = "decoder",
         path, graph=graph, format="onnx", precision=precision, opset=OPSET,
         converter=f"tf2onnx {tf2onnx.__version__} (tensorflow {tf.__version__})",
         runtime=f"onnxruntime {ort.__version__}", inputs=inputs, outputs=outputs,
+        rewrites={"single_channel_convs_factored": factored},
         parity=figures,
     )
 
