@@ -123,14 +123,13 @@ def kerasio_onnx_runner(model, threads: int, tmp: Path):
     import tf2onnx
 
     from benchmarks import reference_kerasio
+    from benchmarks.roofline import keras_flops
 
     decoder = reference_kerasio.build_decoder(model.latent_dim, tuple(model.image_shape))
     fn = tf.function(lambda z: {"x": decoder(z)})
     spec = [tf.TensorSpec((None, model.latent_dim), tf.float32, name="z")]
     path = tmp / "kerasio_decoder.onnx"
     tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, output_path=str(path))
-    from benchmarks.roofline import keras_flops
-
     return onnx_runner(path, threads), keras_flops(decoder)
 
 

@@ -230,7 +230,6 @@ def test_decoder_last_conv_is_factored_in_onnx(tmp_path):
         names = [n.name for n in proto.graph.node if n.op_type == "Conv"]
         assert any(name.endswith("factored/shift") for name in names), names
         assert e["rewrites"] == {"single_channel_convs_factored": 1}
-        assert e["parity"]["max_abs_error"] <= 1e-5 or e["graph"] == "scorer"
     z = np.random.default_rng(1).standard_normal((5, LATENT), dtype=np.float32)
     decoder = next(e for e in manifest["files"] if e["graph"] == "decoder")
     got = ort.InferenceSession(str(tmp_path / "e" / decoder["path"])).run(["x"], {"z": z})[0]
