@@ -18,6 +18,9 @@ PRECISIONS = ("fp32", "int8_dynamic")
 # dense layer is 16x3136, the quantize/dequantize steps make it slightly slower
 # than float32 (0.26 against 0.22 ms; benchmarks/bench_sampling.py).
 QUANTIZED_OPS = ["MatMul"]
+# Output channels below which a stride-1 convolution is exported as a ConvTranspose
+# (onnxruntime pads convolution outputs to 16 channels with AVX-512).
+NARROW_CHANNELS = 16
 
 
 def export_onnx(model: keras.Model, path, *, graph: str = "decoder",
@@ -68,7 +71,7 @@ def export_onnx(model: keras.Model, path, *, graph: str = "decoder",
     proto, _ = tf2onnx.convert.from_function(
         traced.function, input_signature=traced.input_signature, opset=OPSET)
     _name_batch_dimension(proto)
-    factored = factor_single_channel_convs(proto)
+    transposed = transpose_narrow_convs(proto)
     with files.staged(path) as tmp:
         onnx.save(proto, str(tmp))
         if precision == "int8_dynamic":
@@ -105,24 +108,26 @@ def export_onnx(model: keras.Model, path, *, graph: str = "decoder",
         path, graph=graph, format="onnx", precision=precision, opset=OPSET,
         converter=f"tf2onnx {tf2onnx.__version__} (tensorflow {tf.__version__})",
         runtime=f"onnxruntime {ort.__version__}", inputs=inputs, outputs=outputs,
-        rewrites={"single_channel_convs_factored": factored},
+        rewrites={"narrow_convs_transposed": transposed},
         parity=figures,
     )
 
 
-def factor_single_channel_convs(proto) -> int:
-    """Rewrites each k x k convolution with one output channel as two convolutions.
+def transpose_narrow_convs(proto) -> int:
+    """Rewrites each stride-1 convolution with few output channels as a ConvTranspose.
 
-    onnxruntime pads a convolution's output channels to its SIMD block (16
-    floats with AVX-512), so the usual last layer of an image decoder, 3x3
-    from C channels to 1 (grayscale), does 16 times its work: ~100 us of a
-    ~250 us batch-1 decode. Here it becomes a 1x1 convolution to k*k channels
-    (tap t holds `x . W[:, t]`) and a k x k convolution whose weights are
-    one-hot (output = bias + sum over taps of tap t shifted by its offset):
-    the same sums in another order (max abs difference ~4e-7 on a decoder,
-    checked against Keras like every export). Only stride-1, ungrouped 2-D
-    convolutions whose weights are constants used once, with more input
-    channels than taps, are rewritten.
+    onnxruntime's CPU convolutions pad the output channels to their SIMD block
+    (16 floats with AVX-512) and reorder the tensors around them, so the usual
+    last layer of an image decoder, 3x3 from C channels to 1 (grayscale) or 3
+    (RGB), does 16 times its work: ~65 us of a ~230 us batch-1 decode. A
+    stride-1 convolution is the transposed convolution of the same input with
+    the kernel flipped in space and its channel axes swapped (pads become
+    k - 1 - pad), and onnxruntime's ConvTranspose computes it as one matrix
+    product with no padding of the channels: ~15 us. The sums are the same in
+    another order (checked against Keras like every export). Only ungrouped
+    2-D stride-1 convolutions with fewer than `NARROW_CHANNELS` outputs, no
+    dilation, explicit pads below the kernel size, and weights that are
+    constants used once are rewritten.
 
     Returns:
         How many convolutions were rewritten.
@@ -142,33 +147,27 @@ def factor_single_channel_convs(proto) -> int:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         w = numpy_helper.to_array(weights[node.input[1]])
-        if (w.ndim != 4 or w.shape[0] != 1 or attrs.get("group", 1) != 1
+        if (w.ndim != 4 or w.shape[0] >= NARROW_CHANNELS or attrs.get("group", 1) != 1
                 or any(s != 1 for s in attrs.get("strides", [1, 1]))
                 or any(d != 1 for d in attrs.get("dilations", [1, 1]))
                 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):
             continue
-        _, channels, kh, kw = w.shape
-        taps = kh * kw
-        if taps < 2 or channels <= taps:
+        _, _, kh, kw = w.shape
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        kernel = [kh, kw, kh, kw]
+        if any(p < 0 or p >= k for p, k in zip(pads, kernel)):
             continue
-        prefix = f"{node.name or node.output[0]}/factored"
-        project = w[0].reshape(channels, taps).T.reshape(taps, channels, 1, 1)
-        one_hot = np.zeros((1, taps, kh, kw), w.dtype)
-        one_hot[0, np.arange(taps), np.arange(taps) // kw, np.arange(taps) % kw] = 1
+        name = f"{node.name or node.output[0]}/transposed"
+        flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
         graph.initializer.remove(weights[node.input[1]])
-        graph.initializer.extend([numpy_helper.from_array(project, f"{prefix}/taps_w"),
-                                  numpy_helper.from_array(one_hot, f"{prefix}/shift_w")])
-        taps_node = helper.make_node("Conv", [node.input[0], f"{prefix}/taps_w"],
-                                     [f"{prefix}/taps"], name=f"{prefix}/taps",
-                                     kernel_shape=[1, 1])
-        attrs["kernel_shape"] = [kh, kw]
-        shift_node = helper.make_node("Conv", [f"{prefix}/taps", f"{prefix}/shift_w",
-                                               *node.input[2:]], list(node.output),
-                                      name=f"{prefix}/shift", **attrs)
+        graph.initializer.append(numpy_helper.from_array(flipped, f"{name}/w"))
+        transposed = helper.make_node(
+            "ConvTranspose", [node.input[0], f"{name}/w", *node.input[2:]], list(node.output),
+            name=name, kernel_shape=[kh, kw],
+            pads=[k - 1 - p for p, k in zip(pads, kernel)])
         position = list(graph.node).index(node)
         graph.node.remove(node)
-        graph.node.insert(position, shift_node)
-        graph.node.insert(position, taps_node)
+        graph.node.insert(position, transposed)
         rewritten += 1
     return rewritten
 

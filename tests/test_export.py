@@ -182,22 +182,23 @@ def _conv_model(weight, strides=(1, 1), pads=(1, 1, 1, 1)):
                           pads=list(pads), kernel_shape=list(weight.shape[2:]))],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, weight.shape[1], 9, 9])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None, None, None])],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.float32([0.25]), "b")])
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.full(weight.shape[0], 0.25, np.float32), "b")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_single_channel_convs_are_factored_exactly():
-    from keras_vae_export.onnx_format import factor_single_channel_convs
+def test_narrow_convs_become_exact_transposed_convs():
+    from keras_vae_export.onnx_format import transpose_narrow_convs
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 30, 9, 9), dtype=np.float32)
-    for kernel, pads in ((3, (1, 1, 1, 1)), (5, (2, 1, 0, 2))):
-        w = rng.standard_normal((1, 30, kernel, kernel), dtype=np.float32)
+    for out_channels, kernel, pads in ((1, 3, (1, 1, 1, 1)), (3, 5, (2, 1, 0, 2)),
+                                       (1, 3, (0, 0, 0, 0))):
+        w = rng.standard_normal((out_channels, 30, kernel, kernel), dtype=np.float32)
         proto = _conv_model(w, pads=pads)
         want = ort.InferenceSession(proto.SerializeToString()).run(["y"], {"x": x})[0]
-        assert factor_single_channel_convs(proto) == 1
+        assert transpose_narrow_convs(proto) == 1
         onnx.checker.check_model(proto, full_check=True)
-        assert [n.op_type for n in proto.graph.node] == ["Conv", "Conv"]
+        assert [n.op_type for n in proto.graph.node] == ["ConvTranspose"]
         got = ort.InferenceSession(proto.SerializeToString()).run(["y"], {"x": x})[0]
         assert got.shape == want.shape
         # sums of 270-750 products of N(0, 1) values (|y| up to ~60): float32 rounding
@@ -208,28 +209,30 @@ def test_single_channel_convs_are_factored_exactly():
         direct = np.zeros(want.shape)
         for i in range(want.shape[2]):
             for j in range(want.shape[3]):
-                patch = padded[:, :, i:i + kernel, j:j + kernel]
-                direct[:, 0, i, j] = (patch * w[0]).sum(axis=(1, 2, 3)) + 0.25
+                patch = padded[:, None, :, i:i + kernel, j:j + kernel]
+                direct[:, :, i, j] = (patch * w).sum(axis=(2, 3, 4)) + 0.25
         np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-4)
-    # Left alone: strided, several output channels, fewer channels than taps.
-    for weight, strides in ((rng.standard_normal((1, 30, 3, 3)), (2, 2)),
-                            (rng.standard_normal((2, 30, 3, 3)), (1, 1)),
-                            (rng.standard_normal((1, 9, 3, 3)), (1, 1))):
-        proto = _conv_model(weight.astype(np.float32), strides=strides)
-        assert factor_single_channel_convs(proto) == 0
+    # Left alone: strided, wide (16 output channels), padded as wide as the kernel.
+    for weight, strides, pads in ((rng.standard_normal((1, 30, 3, 3)), (2, 2), (1, 1, 1, 1)),
+                                  (rng.standard_normal((16, 30, 3, 3)), (1, 1), (1, 1, 1, 1)),
+                                  (rng.standard_normal((1, 30, 3, 3)), (1, 1), (3, 0, 0, 0))):
+        proto = _conv_model(weight.astype(np.float32), strides=strides, pads=pads)
+        assert transpose_narrow_convs(proto) == 0
         assert [n.op_type for n in proto.graph.node] == ["Conv"]
 
 
-def test_decoder_last_conv_is_factored_in_onnx(tmp_path):
+def test_decoder_last_conv_is_transposed_in_onnx(tmp_path):
     model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=LATENT, arch="conv", seed=0,
                           arch_options={"filters": [16, 16], "dense_units": 8})
     manifest = keras_vae_export.export(model, tmp_path / "e", formats="onnx",
                                        graphs=("decoder", "scorer"))
     for e in manifest["files"]:
         proto = onnx.load(str(tmp_path / "e" / e["path"]))
-        names = [n.name for n in proto.graph.node if n.op_type == "Conv"]
-        assert any(name.endswith("factored/shift") for name in names), names
-        assert e["rewrites"] == {"single_channel_convs_factored": 1}
+        # the encoder's stride-2 convolutions stay; the 1-channel logits layer is transposed
+        transposed = [n.name for n in proto.graph.node
+                      if n.op_type == "ConvTranspose" and n.name.endswith("/transposed")]
+        assert len(transposed) == 1, [n.name for n in proto.graph.node]
+        assert e["rewrites"] == {"narrow_convs_transposed": 1}
     z = np.random.default_rng(1).standard_normal((5, LATENT), dtype=np.float32)
     decoder = next(e for e in manifest["files"] if e["graph"] == "decoder")
     got = ort.InferenceSession(str(tmp_path / "e" / decoder["path"])).run(["x"], {"z": z})[0]
