@@ -146,6 +146,20 @@ def time_calls(fn, z, seconds: float, min_calls: int = 5) -> dict:
     return {"median_s": statistics.median(times), "best_s": min(times), "calls": len(times)}
 
 
+def paired_rounds(fns: dict, z, rounds: int, seconds: float) -> dict:
+    """Interleaved rounds of `time_calls` for each of `fns`: medians per round, in ms.
+
+    On a shared machine the load changes from one second to the next; timing
+    two runtimes in alternating short rounds and taking the ratio round by
+    round compares them under the same load.
+    """
+    per_round = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            per_round[name].append(time_calls(fn, z, seconds)["median_s"] * 1e3)
+    return per_round
+
+
 # --------------------------------------------------------------------- peak
 
 
@@ -255,6 +269,16 @@ def main(argv=None) -> dict:
                      "b1_best_ms": one["best_s"] * 1e3, "calls": one["calls"]}
         print(f"  {yardstick['runtime']}: b1 {yardstick['b1_ms']:.3f} ms "
               f"({reference_flops / 1e6:.1f} MFLOP/sample)")
+        paired = paired_rounds({"ours": runners["onnxruntime fp32"], "kerasio": kerasio_decode},
+                               z1, rounds=7, seconds=max(args.seconds / 4, 0.05))
+        ratios = [a / b for a, b in zip(paired["ours"], paired["kerasio"])]
+        yardstick["paired_b1_ms"] = paired
+        yardstick["paired_ratio_median"] = statistics.median(ratios)
+        yardstick["paired_ratio_range"] = [min(ratios), max(ratios)]
+        print(f"  paired batch-1 rounds, ours / keras.io decoder (onnxruntime fp32): "
+              f"median {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); "
+              f"ours {statistics.median(paired['ours']):.3f} ms, keras.io "
+              f"{statistics.median(paired['kerasio']):.3f} ms")
 
     by_name = {r["runtime"]: r for r in rows}
     predict_b1 = by_name["keras predict"]["b1_ms"]
@@ -278,6 +302,8 @@ def main(argv=None) -> dict:
             edge["b1_ms"] <= TARGET_FLOOR_FACTOR * FLOOR_MS,
         "kerasio_decoder_onnxruntime_b1_ms": yardstick["b1_ms"],
         "onnxruntime_fp32_b1_vs_kerasio_decoder": ort_b1 / yardstick["b1_ms"],
+        "onnxruntime_fp32_b1_vs_kerasio_decoder_paired": yardstick["paired_ratio_median"],
+        "onnxruntime_fp32_b1_paired_ms": statistics.median(yardstick["paired_b1_ms"]["ours"]),
     }
     columns = ["runtime", "b1_ms", f"b{args.batch}_ms_per_sample",
                f"b{args.batch}_samples_per_s", "fraction_of_peak", "b1_speedup_vs_predict",

@@ -48,3 +48,9 @@ def test_bench_sampling_tiny(tmp_path):
     assert targets["onnxruntime_b1_speedup_vs_predict"] == pytest.approx(speedup)
     assert targets["measured_compute_floor_ms"] == pytest.approx(flops / (peak * 1e9) * 1e3)
     assert result["versions"]["onnxruntime"] and result["load_average_before"] is not None
+    yardstick = result["yardstick"]
+    paired = yardstick["paired_b1_ms"]
+    assert len(paired["ours"]) == len(paired["kerasio"]) == 7
+    ratios = sorted(a / b for a, b in zip(paired["ours"], paired["kerasio"]))
+    assert yardstick["paired_ratio_median"] == pytest.approx(ratios[3])
+    assert yardstick["paired_ratio_range"] == pytest.approx([ratios[0], ratios[-1]])
