@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae_export.errors import ExportError
+from keras_vae_export.subpixel import transposed_convs_as_subpixel
 
 BATCH = None  # every exported graph has a dynamic batch dimension
 
@@ -122,6 +123,7 @@ class Graph:
         inputs: `[(name, shape without batch, dtype)]`.
         outputs: Output names.
         meaning: What the outputs are.
+        rewrites: Layers traced in another exact form (`{rewrite: count}`).
     """
 
     name: str
@@ -132,6 +134,7 @@ class Graph:
     inputs: list
     outputs: tuple
     meaning: str
+    rewrites: dict = dataclasses.field(default_factory=dict)
 
     @property
     def input_signature(self) -> list:
@@ -177,11 +180,17 @@ def value_range(model) -> tuple | None:
     return (0.0, 1.0) if bernoulli else None
 
 
-def trace(model: keras.Model, name: str) -> Graph:
+def trace(model: keras.Model, name: str, *, subpixel: bool = False) -> Graph:
     """Traces graph `name` of `model` in float32 and refuses random ops.
 
     A model never called is built by one eager call first (a no-op for
     `keras_vae.VAE`, whose networks are built at construction).
+
+    Args:
+        model: A `keras_vae.VAE`-like model.
+        name: `decoder`, `encoder` or `scorer`.
+        subpixel: Trace 3x3 stride-2 transposed convolutions as sub-pixel
+            convolutions (`keras_vae_export.subpixel`; for LiteRT's XNNPACK).
 
     Raises:
         TypeError: `model` lacks the VAE methods the graph calls.
@@ -201,7 +210,12 @@ def trace(model: keras.Model, name: str) -> Graph:
     # Build lazily-built layers eagerly, so tracing creates no variables.
     graph.keras_outputs(graph.random_inputs(1, np.random.default_rng(0)))
     graph.function = tf.function(body, input_signature=graph.input_signature, autograph=False)
-    graph.concrete = graph.function.get_concrete_function()
+    if subpixel:
+        with transposed_convs_as_subpixel(model) as switched:
+            graph.concrete = graph.function.get_concrete_function()
+        graph.rewrites = {"transposed_convs_as_subpixel": switched}
+    else:
+        graph.concrete = graph.function.get_concrete_function()
     if set(graph.concrete.structured_outputs) != set(spec.outputs):
         raise ExportError(f"The {name} graph returns {sorted(graph.concrete.structured_outputs)}, "
                           f"expected {list(spec.outputs)}")

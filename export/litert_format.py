@@ -23,7 +23,10 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
     Converted with `TFLiteConverter.from_concrete_functions` and
     `TFLITE_BUILTINS` only: no `SELECT_TF_OPS` (Flex), which mobile runtimes
     without the Flex delegate refuse; a file containing a custom or Flex op is
-    rejected. Inputs and outputs stay float32 at every precision.
+    rejected. Inputs and outputs stay float32 at every precision. 3x3
+    stride-2 transposed convolutions are traced in their sub-pixel form
+    (`keras_vae_export.subpixel`), which XNNPACK runs with a dynamic batch
+    (the manifest's `rewrites` counts them).
 
     Args:
         model: A `keras_vae.VAE` (mixed-precision models export in float32).
@@ -58,7 +61,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
     if precision not in PRECISIONS:
         raise ValueError(f"TFLite export supports quantize in {[None, *PRECISIONS[1:]]}, "
                          f"got {quantize!r}")
-    traced = graphs.trace(model, graph)
+    traced = graphs.trace(model, graph, subpixel=True)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [traced.concrete], traced.module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -107,7 +110,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
         converter=f"tensorflow {tf.__version__} TFLiteConverter (TFLITE_BUILTINS"
                   f"{' + TFLITE_BUILTINS_INT8' if precision == 'int8_full' else ''})",
         runtime=f"ai-edge-litert {_litert_version()}", signature=SIGNATURE,
-        inputs=inputs, outputs=outputs, ops=ops, parity=figures,
+        inputs=inputs, outputs=outputs, ops=ops, rewrites=traced.rewrites, parity=figures,
     )
 
 

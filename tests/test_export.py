@@ -322,6 +322,59 @@ def test_tflite_files_have_no_flex_or_custom_ops(full):
     assert flex
 
 
+def _transposed_conv_numpy(x, kernel, bias):
+    """TensorFlow's 3x3 stride-2 `same` transposed convolution by scattering, in float64.
+
+    Input pixel (i, j) adds `x[i, j] . kernel[t, u]` to output (2i + t, 2j + u);
+    `same` crops the output to its first 2H x 2W pixels.
+    """
+    batch, height, width, _ = x.shape
+    out = np.zeros((batch, 2 * height + 1, 2 * width + 1, kernel.shape[2]))
+    for t in range(3):
+        for u in range(3):
+            out[:, t:t + 2 * height:2, u:u + 2 * width:2] += np.einsum(
+                "bhwi,oi->bhwo", x.astype(np.float64), kernel[t, u].astype(np.float64))
+    return out[:, :2 * height, :2 * width] + bias
+
+
+def test_subpixel_form_equals_transposed_conv():
+    from keras_vae_export import subpixel
+
+    rng = np.random.default_rng(0)
+    for height, width, filters in ((7, 7, 5), (4, 6, 1)):
+        x = rng.standard_normal((2, height, width, 3), dtype=np.float32)
+        layer = keras.layers.Conv2DTranspose(filters, 3, strides=2, padding="same",
+                                             activation="relu")
+        layer.build(x.shape)
+        layer.bias.assign(rng.standard_normal(filters).astype(np.float32))
+        kernel, bias = (np.asarray(v) for v in (layer.kernel, layer.bias))
+        want = np.maximum(_transposed_conv_numpy(x, kernel, bias), 0)
+        np.testing.assert_allclose(np.asarray(layer(x)), want, atol=1e-5)  # the reference is TF's
+        assert subpixel.applies(layer)
+        with subpixel.transposed_convs_as_subpixel(layer) as switched:
+            got = np.asarray(layer(x))
+        assert switched == 1 and "call" not in vars(layer)  # its own call is back
+        assert got.shape == (2, 2 * height, 2 * width, filters)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    for other in (keras.layers.Conv2DTranspose(4, 3, strides=1, padding="same"),
+                  keras.layers.Conv2DTranspose(4, 5, strides=2, padding="same"),
+                  keras.layers.Conv2DTranspose(4, 3, strides=2, padding="valid"),
+                  keras.layers.Conv2D(4, 3)):
+        assert not subpixel.applies(other)
+
+
+def test_tflite_decoder_has_no_transposed_convs(full):
+    model, out, manifest = full
+    decoder = entry(manifest, "decoder", "tflite")
+    assert decoder["rewrites"] == {"transposed_convs_as_subpixel": 2}
+    assert "TRANSPOSE_CONV" not in decoder["ops"] and "DEPTH_TO_SPACE" in decoder["ops"]
+    # the ONNX decoder keeps ConvTranspose, which onnxruntime runs faster
+    onnx_ops = {n.op_type for n in onnx.load(str(out / "decoder.onnx")).graph.node}
+    assert "ConvTranspose" in onnx_ops and "DepthToSpace" not in onnx_ops
+    # the layers run their own `call` again after the export
+    assert not any("call" in vars(layer) for layer in model.decoder.layers)
+
+
 # ----------------------------------------------------------- edge samplers
 
 
