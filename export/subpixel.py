@@ -58,14 +58,18 @@ def phase_kernel(kernel: np.ndarray) -> np.ndarray:
 
 def _subpixel_call(layer):
     kernel = tf.constant(phase_kernel(np.asarray(layer.kernel, np.float32)))
-    bias = tf.constant(np.asarray(layer.bias, np.float32)) if layer.use_bias else None
+    bias = (tf.constant(np.tile(np.asarray(layer.bias, np.float32), 4)) if layer.use_bias
+            else None)
 
     def call(inputs):
-        h = tf.pad(inputs, [[0, 0], [1, 0], [1, 0], [0, 0]])
-        h = tf.nn.depth_to_space(tf.nn.conv2d(h, kernel, 1, "VALID"), 2)
+        # Bias and activation (element-wise) go before the interleave, so the converter
+        # fuses them into the CONV_2D and int8 files quantize its post-activation range.
+        h = tf.nn.conv2d(tf.pad(inputs, [[0, 0], [1, 0], [1, 0], [0, 0]]), kernel, 1, "VALID")
         if bias is not None:
             h = h + bias
-        return layer.activation(h) if layer.activation is not None else h
+        if layer.activation is not None:
+            h = layer.activation(h)
+        return tf.nn.depth_to_space(h, 2)
 
     return call
 
