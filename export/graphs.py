@@ -211,7 +211,7 @@ def trace(model: keras.Model, name: str, *, subpixel: bool = False) -> Graph:
     graph.keras_outputs(graph.random_inputs(1, np.random.default_rng(0)))
     graph.function = tf.function(body, input_signature=graph.input_signature, autograph=False)
     if subpixel:
-        with transposed_convs_as_subpixel(model) as switched:
+        with transposed_convs_as_subpixel(_walk(model)) as switched:
             graph.concrete = graph.function.get_concrete_function()
         graph.rewrites = {"transposed_convs_as_subpixel": switched}
     else:

@@ -74,28 +74,21 @@ def _subpixel_call(layer):
     return call
 
 
-def _layers(layer):
-    yield layer
-    for sub in getattr(layer, "layers", None) or []:
-        yield from _layers(sub)
-
-
 @contextlib.contextmanager
-def transposed_convs_as_subpixel(model):
-    """Within the block, `model`'s eligible transposed convolutions run as sub-pixel ones.
+def transposed_convs_as_subpixel(layers):
+    """Within the block, the eligible transposed convolutions among `layers` run as sub-pixel ones.
 
     The weights are read when the block is entered (trace inside it); the
     layers get their own `call` back on leaving it.
 
+    Args:
+        layers: Layers to consider (repeats are switched once), e.g. every
+            layer of a model and its nested models.
+
     Yields:
         How many layers were switched.
     """
-    switched = []
-    seen = set()
-    for layer in _layers(model):
-        if applies(layer) and id(layer) not in seen:
-            seen.add(id(layer))
-            switched.append(layer)
+    switched = list({id(layer): layer for layer in layers if applies(layer)}.values())
     try:
         for layer in switched:
             layer.call = _subpixel_call(layer)

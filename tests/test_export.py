@@ -351,7 +351,7 @@ def test_subpixel_form_equals_transposed_conv():
         want = np.maximum(_transposed_conv_numpy(x, kernel, bias), 0)
         np.testing.assert_allclose(np.asarray(layer(x)), want, atol=1e-5)  # the reference is TF's
         assert subpixel.applies(layer)
-        with subpixel.transposed_convs_as_subpixel(layer) as switched:
+        with subpixel.transposed_convs_as_subpixel([layer, layer]) as switched:
             got = np.asarray(layer(x))
         assert switched == 1 and "call" not in vars(layer)  # its own call is back
         assert got.shape == (2, 2 * height, 2 * width, filters)
