@@ -119,11 +119,12 @@ def transpose_narrow_convs(proto) -> int:
     onnxruntime's CPU convolutions pad the output channels to their SIMD block
     (16 floats with AVX-512) and reorder the tensors around them, so the usual
     last layer of an image decoder, 3x3 from C channels to 1 (grayscale) or 3
-    (RGB), does 16 times its work: ~65 us of a ~230 us batch-1 decode. A
-    stride-1 convolution is the transposed convolution of the same input with
-    the kernel flipped in space and its channel axes swapped (pads become
-    k - 1 - pad), and onnxruntime's ConvTranspose computes it as one matrix
-    product with no padding of the channels: ~15 us. The sums are the same in
+    (RGB), does 16 times its work (~100 us of a ~250 us batch-1 decode; 64 us
+    after a 1x1 + one-hot factoring). A stride-1 convolution is the transposed
+    convolution of the same input with the kernel flipped in space and its
+    channel axes swapped (pads become k - 1 - pad), and onnxruntime's
+    ConvTranspose computes it as one matrix product with no padding of the
+    channels: ~15 us. The sums are the same in
     another order (checked against Keras like every export). Only ungrouped
     2-D stride-1 convolutions with fewer than `NARROW_CHANNELS` outputs, no
     dilation, explicit pads below the kernel size, and weights that are

@@ -26,8 +26,7 @@ def test_bench_sampling_tiny(tmp_path):
     assert [row["runtime"] for row in result["rows"]] == RUNTIMES
     assert "onnxruntime fp32 batch 1" in r.stdout and "| runtime |" in r.stdout
 
-    # The tiny conv decoder (latent 4, filters [4, 8], dense 16, 8x8x1), by hand:
-    # Dense 4->16, Dense 16->2*2*8, Conv2DTranspose 8->8 on 2x2, 8->4 on 4x4, Conv2D 4->1 on 8x8.
+    # The tiny conv decoder (latent 4, filters [4, 8], 8x8x1; dense 16 is the encoder's), by hand:
     # z (4) -> 2x2x8 grid, deconv 8->8 at 2x2, deconv 8->4 at 4x4, conv 4->1 at 8x8
     flops = 2 * (4 * 32 + 2 * 2 * 9 * 8 * 8 + 4 * 4 * 9 * 8 * 4 + 8 * 8 * 9 * 4 * 1)
     assert result["decoder_flops_per_sample"] == flops == 18688
@@ -54,3 +53,5 @@ def test_bench_sampling_tiny(tmp_path):
     ratios = sorted(a / b for a, b in zip(paired["ours"], paired["kerasio"]))
     assert yardstick["paired_ratio_median"] == pytest.approx(ratios[3])
     assert yardstick["paired_ratio_range"] == pytest.approx([ratios[0], ratios[-1]])
+    assert yardstick["b1_ms"] == pytest.approx(sorted(paired["kerasio"])[3])
+    assert targets["onnxruntime_fp32_b1_vs_kerasio_decoder"] == yardstick["paired_ratio_median"]
