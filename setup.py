@@ -1,4 +1,4 @@
-"""Installs keras_vae (the library) and keras_vae_export (the `export/` folder)."""
+"""Installs keras_vae; the top-level `export/` folder is its subpackage `keras_vae.export`."""
 
 import re
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_vae/__init__.py").read_text())[1]
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "keras_vae/version.py").read_text())[1]
 
 EXPORT = [
     "onnx>=1.16,<1.24",
@@ -31,8 +31,11 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["keras_vae", "keras_vae_export"],
-    package_dir={"keras_vae": "keras_vae", "keras_vae_export": "export"},
+    # `export/` is installed as keras_vae.export: the exporters, and the numpy-only
+    # device code (edge samplers, server, browser page) that an export bundle copies.
+    packages=["keras_vae", "keras_vae.data", "keras_vae.export"],
+    package_dir={"keras_vae": "keras_vae", "keras_vae.export": "export"},
+    package_data={"keras_vae.export": ["web/*.html", "web/*.js", "web/*.css", "web/*.json"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "keras>=3.3,<3.16",

@@ -209,7 +209,7 @@ def main(argv=None) -> dict:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
-    import keras_vae_export
+    import keras_vae.export
     from benchmarks.roofline import keras_flops
 
     model = build_model(args)
@@ -224,7 +224,7 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "export"
-        manifest = keras_vae_export.export(
+        manifest = keras_vae.export.export(
             model, out, formats=("savedmodel", "onnx", "tflite"),
             quantize=("fp16", "int8_dynamic", "int8_full"), graphs=("decoder",))
         files = {(e["format"], e["precision"]): out / e["path"] for e in manifest["files"]}

@@ -1,26 +1,50 @@
-"""keras_vae_export: VAE decoders, encoders and scorers as SavedModel, ONNX and TFLite files.
+"""keras_vae.export: VAE graphs as SavedModel, ONNX and TFLite files, and the code that runs them.
 
-Every file is checked in the runtime that will load it against Keras before
-it is reported, and described in `manifest.json`. The edge samplers
-`sample_onnx.py` and `sample_litert.py` (with their helper `edge_io.py`) run
-on a device with numpy and one runtime only.
+The top-level `export/` folder of the repository is this package (setup.py maps
+it), in two layers:
+
+- the exporters (`exporter`, `graphs`, `manifest`, `parity`, `*_format`,
+  `subpixel`): TensorFlow-side, each file checked in its runtime against Keras
+  before it is reported, and described in `manifest.json`;
+- the device side (`edge_io`, `sample_onnx`, `sample_litert`): numpy and one
+  runtime only, importing nothing of keras_vae, copied into every export
+  folder so the folder runs on its own.
+
+The exporters load on first use (PEP 562), so the library's leaf modules can
+use `keras_vae.export.edge_io` (the one SHA-256, atomic writer, prior sampler
+and slerp) without pulling in the converters.
 
 Example:
 
->>> import keras_vae_export
->>> manifest = keras_vae_export.export(vae, "runs/demo/export",
+>>> import keras_vae.export
+>>> manifest = keras_vae.export.export(vae, "runs/demo/export",
 ...                                    formats=("savedmodel", "onnx", "tflite"),
 ...                                    quantize=("fp16", "int8"))
 """
 
-from keras_vae_export.errors import ExportError
-from keras_vae_export.exporter import FORMATS, QUANTIZATIONS, export, filename, get
-from keras_vae_export.litert_format import export_tflite
-from keras_vae_export.manifest import table
-from keras_vae_export.onnx_format import export_onnx
-from keras_vae_export.saved_model_format import export_saved_model
+import importlib
 
-__all__ = [
-    "FORMATS", "QUANTIZATIONS", "ExportError", "export", "export_onnx", "export_saved_model",
-    "export_tflite", "filename", "get", "table",
-]
+# Public name -> module that defines it (loaded when first used).
+_LAZY = {
+    "ExportError": "errors",
+    "FORMATS": "exporter", "QUANTIZATIONS": "exporter", "DEVICE_FILES": "exporter",
+    "export": "exporter", "filename": "exporter", "get": "exporter",
+    "export_tflite": "litert_format",
+    "table": "manifest",
+    "export_onnx": "onnx_format",
+    "export_saved_model": "saved_model_format",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

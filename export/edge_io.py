@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: `prior` is a table (version 1 exports: N(0, I))
 
 
-class EdgeError(Exception):
+class EdgeError(ValueError):
     """A problem with the export directory or the arguments, reported without a traceback."""
 
 
@@ -78,6 +78,8 @@ def read_manifest(export_dir) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EdgeError(f"{path} is not valid JSON ({e}); re-run the export.") from None
+    if isinstance(manifest, dict) and manifest.get("manifest_version") == 1:
+        manifest = {**manifest, "manifest_version": MANIFEST_VERSION, "prior": STANDARD_NORMAL}
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
         raise EdgeError(
             f"{path} is not a keras-vae manifest of version {MANIFEST_VERSION} "
@@ -185,29 +187,113 @@ def prior_z(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
 
 
-def interpolate(seed_a: int, seed_b: int, steps: int, latent_dim: int) -> np.ndarray:
-    """Spherical interpolation between the first prior draws of two seeds.
+STANDARD_NORMAL = {"type": "standard_normal"}
 
-    Spherical rather than linear: the midpoint of two Gaussian codes keeps a
-    typical norm instead of shrinking towards the origin.
+
+def sample_prior(prior: dict | None, n: int, latent_dim: int,
+                 seed: int | None = None) -> np.ndarray:
+    """`(n, latent_dim)` float32 draws from a prior in its manifest form.
+
+    The one recipe for every runtime (Keras, onnxruntime, LiteRT, the browser):
+
+    - `{"type": "standard_normal"}`: `default_rng(seed).standard_normal((n, d), float32)`;
+    - `{"type": "mixture", "weights": (K,), "means": (K, d), "log_vars": (K, d)}`:
+      with one generator `rng = default_rng(seed)`, first `u = rng.random(n)`
+      (float64) picks component `k = searchsorted(cumsum(w) / sum(w), u, "right")`,
+      then `eps = rng.standard_normal((n, d), float32)` and
+      `z = means[k] + exp(log_vars[k] / 2) * eps` in float32.
+
+    Raises:
+        EdgeError: an unknown prior type or a malformed mixture table.
+    """
+    prior = STANDARD_NORMAL if prior is None else prior
+    kind = prior.get("type") if isinstance(prior, dict) else None
+    if kind == "standard_normal":
+        return prior_z(n, latent_dim, seed)
+    if kind != "mixture":
+        raise EdgeError(f"Unknown prior {kind!r} in the manifest; this sampler knows "
+                        "'standard_normal' and 'mixture'.")
+    try:
+        weights = np.asarray(prior["weights"], np.float64)
+        means = np.asarray(prior["means"], np.float32)
+        log_vars = np.asarray(prior["log_vars"], np.float32)
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgeError(f"The manifest's mixture prior is malformed ({e}).") from None
+    k = len(weights)
+    if (weights.ndim != 1 or k < 1 or means.shape != (k, latent_dim)
+            or log_vars.shape != (k, latent_dim) or not np.all(np.isfinite(weights))
+            or np.any(weights < 0) or weights.sum() <= 0
+            or not (np.all(np.isfinite(means)) and np.all(np.isfinite(log_vars)))):
+        raise EdgeError(
+            f"The manifest's mixture prior must have K >= 1 finite non-negative weights and "
+            f"(K, {latent_dim}) finite means and log_vars; got weights {weights.shape}, "
+            f"means {means.shape}, log_vars {log_vars.shape}."
+        )
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)  # (n,) float64 in [0, 1)
+    cdf = np.cumsum(weights) / weights.sum()
+    comps = np.minimum(np.searchsorted(cdf, u, side="right"), k - 1)  # (n,)
+    eps = rng.standard_normal((n, latent_dim), dtype=np.float32)
+    return (means[comps] + np.exp(0.5 * log_vars[comps]) * eps).astype(np.float32)
+
+
+# Below this angle (radians) between two codes, slerp is numerically lerp.
+SLERP_MIN_ANGLE = 1e-4
+
+
+def slerp(start, end, steps: int = 8) -> np.ndarray:
+    """Spherical interpolation along the great circle from `start` to `end`.
+
+    `z(t) = sin((1 - t) w) / sin(w) * start + sin(t w) / sin(w) * end`, with
+    `w` the angle between the codes: the angle to `start` grows linearly in
+    t, and between codes of equal norm every point keeps that norm (a linear
+    path cuts through the low-density centre of a Gaussian prior instead).
+    Zero, nearly parallel or nearly opposite codes (`sin(w)` ~ 0, no unique
+    great circle) fall back to linear interpolation. Computed in float64.
+
+    Args:
+        start: Code `(latent_dim,)`.
+        end: Code `(latent_dim,)`.
+        steps: Number of points, endpoints included (>= 2).
 
     Returns:
-        `(steps, latent_dim)` float32; the first row is `prior_z(1, dim, seed_a)`,
-        the last `prior_z(1, dim, seed_b)`.
+        `(steps, latent_dim)` float32; the first row equals `start` and the
+        last equals `end` exactly.
+
+    Raises:
+        EdgeError: (a ValueError) codes of different shapes or steps < 2.
     """
-    if steps < 2:
-        raise EdgeError(f"--steps must be >= 2, got {steps}")
-    a = prior_z(1, latent_dim, seed_a)[0].astype(np.float64)
-    b = prior_z(1, latent_dim, seed_b)[0].astype(np.float64)
-    t = np.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
-    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
-    omega = np.arccos(np.clip(cos, -1.0, 1.0))
-    if omega < 1e-6:  # (nearly) parallel: slerp degenerates to lerp
-        z = (1 - t) * a + t * b
+    a = np.asarray(start, dtype=np.float64)
+    b = np.asarray(end, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise EdgeError(f"Interpolation needs two codes of the same shape (latent_dim,); got "
+                        f"{a.shape} and {b.shape}.")
+    if int(steps) < 2:
+        raise EdgeError(f"steps must be >= 2 (the two endpoints), got {steps}")
+    t = np.linspace(0.0, 1.0, int(steps))[:, None]  # (steps, 1)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    omega = 0.0
+    if na > 0.0 and nb > 0.0:
+        omega = float(np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0)))
+    if omega < SLERP_MIN_ANGLE or np.pi - omega < SLERP_MIN_ANGLE:
+        path = (1.0 - t) * a + t * b
     else:
-        z = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-    z[0], z[-1] = a, b  # exact endpoints
-    return z.astype(np.float32)
+        path = (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    path[0], path[-1] = a, b  # exact endpoints, not sin(w)/sin(w) rounding
+    return path.astype(np.float32)
+
+
+def interpolate(seed_a: int, seed_b: int, steps: int, latent_dim: int,
+                prior: dict | None = None) -> np.ndarray:
+    """`slerp` between the first prior draws of two seeds.
+
+    Returns:
+        `(steps, latent_dim)` float32; the first row is the first draw of
+        `seed_a`, the last that of `seed_b`.
+    """
+    a = sample_prior(prior, 1, latent_dim, seed_a)[0]
+    b = sample_prior(prior, 1, latent_dim, seed_b)[0]
+    return slerp(a, b, steps)
 
 
 def class_labels(manifest: dict, class_ids, n: int) -> np.ndarray | None:
@@ -249,6 +335,11 @@ def grid(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> np.ndarr
     return canvas[..., 0] if c == 1 else canvas
 
 
+def display_scale(images) -> int:
+    """Upscale factor (nearest neighbour) that makes small images (8x8 digits) visible."""
+    return max(1, 64 // max(np.asarray(images).shape[1:3]))
+
+
 def save_images(images: np.ndarray, out, ncols: int | None = None) -> Path:
     """Writes images as a PNG grid, or as a float32 `.npy` array.
 
@@ -270,17 +361,40 @@ def save_images(images: np.ndarray, out, ncols: int | None = None) -> Path:
             out = out.with_suffix(".npy")
         else:
             picture = grid(images, ncols)
-            scale = max(1, 64 // max(images.shape[1:3]))
+            scale = display_scale(images)
             picture = np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
-            return _atomic(out, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
-    return _atomic(out, lambda tmp: np.save(tmp, np.asarray(images, np.float32)))
+            return atomic_write(out, lambda tmp: Image.fromarray(picture).save(tmp, format="PNG"))
+    return atomic_write(out, lambda tmp: np.save(tmp, np.asarray(images, np.float32)))
 
 
-def _atomic(path: Path, write) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def partial_name(path) -> Path:
+    """The temporary name a file or folder is written under before it is renamed into place.
+
+    Hidden, beside `path` (so the rename is atomic), unique to the process,
+    and ending in `path`'s own name, so suffix-checking writers (`.keras`,
+    `.weights.h5`) accept it: `.partial-<pid>-<name>`.
+    """
+    path = Path(path)
+    return path.with_name(f".partial-{os.getpid()}-{path.name}")
+
+
+def atomic_write(path, write, mode: str = "wb") -> Path:
+    """Writes a file through a temporary name beside it, then renames it into place.
+
+    `write(f)` gets the open temporary file. An interrupted or failed write
+    leaves the previous file (or none), never a truncated one. This is the
+    one atomic writer of keras_vae (`keras_vae.files` builds on it).
+
+    Returns:
+        `path`.
+    """
+    path = Path(path)
+    tmp = partial_name(path)
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, mode) as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -316,11 +430,13 @@ def parser(prog: str, runtime: str, precisions: list[str]) -> argparse.ArgumentP
 def codes(manifest: dict, args) -> np.ndarray:
     """The z the arguments ask for: prior draws or an interpolation path."""
     latent_dim = int(manifest["latent_dim"])
+    prior = manifest.get("prior")
     if args.interpolate:
-        return interpolate(args.interpolate[0], args.interpolate[1], args.steps, latent_dim)
+        return interpolate(args.interpolate[0], args.interpolate[1], args.steps, latent_dim,
+                           prior)
     if args.n < 1:
         raise EdgeError(f"--n must be >= 1, got {args.n}")
-    return prior_z(args.n, latent_dim, args.seed)
+    return sample_prior(prior, args.n, latent_dim, args.seed)
 
 
 def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], load) -> int:

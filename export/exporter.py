@@ -1,16 +1,26 @@
-"""The export dispatcher: every requested graph, format and precision, plus the manifest."""
+"""The export dispatcher: every requested graph, format and precision, the manifest, the bundle.
+
+An export directory is a self-contained bundle: the exported files, their
+`manifest.json`, the device-side programs (`DEVICE_FILES`: the samplers, the
+server and their numpy helper) with their sha256 in the manifest, and a short
+README. Copy the folder to a device and run
+`python sample_onnx.py . --n 16 --seed 0 --out grid.png` there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_vae_export import graphs as graphs_lib
-from keras_vae_export import manifest as manifest_lib
-from keras_vae_export.litert_format import export_tflite
-from keras_vae_export.onnx_format import export_onnx
-from keras_vae_export.saved_model_format import export_saved_model
+from keras_vae import files, saving
+from keras_vae.export import graphs as graphs_lib
+from keras_vae.export import manifest as manifest_lib
+from keras_vae.export.litert_format import export_tflite
+from keras_vae.export.onnx_format import export_onnx
+from keras_vae.export.saved_model_format import export_saved_model
+from keras_vae.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,13 +32,19 @@ class Format:
     precisions: tuple
 
 
-FORMATS = {
+FORMATS = Registry("export format", {
     "savedmodel": Format(export_saved_model, "_savedmodel", ("fp32",)),
     "onnx": Format(export_onnx, ".onnx", ("fp32", "int8_dynamic")),
     "tflite": Format(export_tflite, ".tflite", ("fp32", "fp16", "int8_dynamic", "int8_full")),
-}
-QUANTIZATIONS = ("fp16", "int8_dynamic", "int8_full")
+})
+register = FORMATS.register
+# Every quantized precision some format offers, in a stable order.
+QUANTIZATIONS = tuple(dict.fromkeys(
+    p for spec in FORMATS.values() for p in spec.precisions if p != "fp32"))
 QUANTIZE_ALIASES = {"int8": ("int8_dynamic", "int8_full")}
+# The device side of a bundle: numpy-only programs copied beside the files.
+DEVICE_FILES = ("edge_io.py", "sample_onnx.py", "sample_litert.py")
+SOURCE = Path(__file__).resolve().parent
 
 
 def get(name: str) -> Format:
@@ -37,9 +53,7 @@ def get(name: str) -> Format:
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    if name not in FORMATS:
-        raise ValueError(f"Unknown export format {name!r}; valid names: {sorted(FORMATS)}")
-    return FORMATS[name]
+    return FORMATS.get(name)
 
 
 def filename(graph: str, fmt: str, precision: str = "fp32") -> str:
@@ -82,14 +96,16 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
     applied to the `quantize_graphs` in the formats that offer it (fp16 and
     int8_full: tflite; int8_dynamic: tflite and onnx). The directory appears
     only when every file passed its checks (it is built under a temporary
-    name), with `manifest.json` describing the files.
+    name), with `manifest.json` describing the files, and the device-side
+    programs (`DEVICE_FILES`) and a README beside them: a bundle to copy.
 
     Args:
         model: A `keras_vae.VAE`, or the path of a `.keras` file.
         out_dir: Directory to create.
         formats: Names from `FORMATS` (a list or a comma-separated string).
         quantize: Names from `QUANTIZATIONS`, or `int8` for both int8 modes.
-        graphs: Which of `decoder`, `encoder`, `scorer` to export.
+        graphs: Which of the model's graphs to export (`model.export_graphs()`;
+            a VAE has `decoder`, `encoder`, `scorer`).
         quantize_graphs: The graphs that also get quantized files.
         representative_z: Codes calibrating int8_full decoders (default: prior draws).
         representative_images: Images calibrating int8_full encoders/scorers.
@@ -107,11 +123,9 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
 
     Example:
 
-    >>> manifest = keras_vae_export.export(vae, "runs/demo/export", quantize="fp16,int8")
-    >>> print(keras_vae_export.manifest.table(manifest))
+    >>> manifest = keras_vae.export.export(vae, "runs/demo/export", quantize="fp16,int8")
+    >>> print(keras_vae.export.table(manifest))
     """
-    from keras_vae import saving
-
     if isinstance(model, (str, Path)):
         model = saving.load_model(model, compile=False)
     formats = _names(formats)
@@ -121,14 +135,14 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
         get(fmt)
     graph_names = _names(graphs)
     for name in [*graph_names, *_names(quantize_graphs)]:
-        graphs_lib.get(name)
+        graphs_lib.get(model, name)
     modes = _quantizations(quantize, formats)
     policy = graphs_lib.dtype_policy_of(model)
     model32 = graphs_lib.float32_model(model)
     options = {"representative_z": representative_z,
                "representative_images": representative_images, "seed": seed}
     entries = []
-    with saving.run_directory(out_dir, overwrite=overwrite) as tmp:
+    with files.run_directory(out_dir, overwrite=overwrite) as tmp:
         for graph in graph_names:
             for fmt in formats:
                 spec = get(fmt)
@@ -141,7 +155,61 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
                         quantize=None if precision == "fp32" else precision, **options))
         manifest = manifest_lib.build(model32, entries, dtype_policy=policy,
                                       class_names=class_names)
+        manifest["bundle"] = write_bundle(tmp, manifest)
         manifest_lib.write(manifest, tmp)
     return manifest
+
+
+def write_bundle(directory, manifest: dict) -> list[dict]:
+    """Copies the device-side programs and a README into an export directory.
+
+    Returns:
+        Their manifest entries (`path`, `size_bytes`, `sha256`).
+    """
+    directory = Path(directory)
+    entries = []
+    for name in DEVICE_FILES:
+        if (SOURCE / name).is_file():
+            shutil.copyfile(SOURCE / name, directory / name)
+            entries.append(manifest_lib.file_entry(directory / name))
+    files.atomic_write(directory / "README.md", lambda f: f.write(bundle_readme(manifest)),
+                       mode="w")
+    return entries
+
+
+def bundle_readme(manifest: dict) -> str:
+    """The export folder's README: what is in it and how to run it on a device."""
+    rows = "\n".join(f"| `{e['path']}` | {e['graph']} | {e['format']} | {e['precision']} |"
+                     for e in manifest["files"])
+    shape = "x".join(str(d) for d in manifest["image"]["shape"])
+    return f"""# keras-vae export
+
+A {manifest["model"]["class"]} (`{manifest["model"]["arch"]}`, latent size
+{manifest["latent_dim"]}, images {shape}), exported by keras-vae
+{manifest["keras_vae_version"]}. Every file below was loaded in its runtime and
+checked against Keras before it was written; `manifest.json` holds the
+shapes, checksums and parity figures.
+
+| file | graph | format | precision |
+| --- | --- | --- | --- |
+{rows}
+
+## On a device
+
+This folder is all a device needs: copy it whole. The programs need Python 3
+with numpy, plus onnxruntime (`sample_onnx.py`) or ai-edge-litert
+(`sample_litert.py`); no TensorFlow, Keras or keras_vae. They check every file
+against the sha256 in `manifest.json` before loading it.
+
+```bash
+python sample_onnx.py . --n 16 --seed 0 --out grid.png
+python sample_onnx.py . --interpolate 0 1 --steps 8 --out path.png
+python sample_litert.py . --precision int8_full --n 16 --out grid.png
+```
+
+The same `--seed` gives the same images as `vae.sample(n, seed=...)` in
+keras_vae. onnxruntime's telemetry is switched off (`ORT_DISABLE_TELEMETRY=1`)
+before it is imported.
+"""
 
 

@@ -1,13 +1,10 @@
-"""The three graphs an export holds, traced as float32 `tf.function`s of a VAE.
+"""Tracing a model's export graphs as float32 `tf.function`s of explicit inputs.
 
-- `decoder`: `z` (and `label`) -> `x`, image means (pixel probabilities for a
-  Bernoulli likelihood), not logits.
-- `encoder`: `image` (and `label`) -> `z_mean`, `z_log_var`.
-- `scorer`: `image`, `eps` (and `label`) -> `negative_elbo` per example, with
-  the reparameterization noise as an input (`eps = 0` scores the
-  reconstruction at the posterior mean), for anomaly detection on a device.
-
-Every graph is checked for random ops: noise is an input or is drawn outside.
+The model lists what it exports (`model.export_graphs()`, a dict of
+`keras_vae.signatures.GraphSignature`): a VAE offers `decoder`, `encoder` and
+`scorer`; another family lists its own. This module traces each one with a
+dynamic batch, refuses random ops (noise is an input or is drawn outside),
+and hands the result to the format converters.
 """
 
 from __future__ import annotations
@@ -19,91 +16,37 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae_export.errors import ExportError
-from keras_vae_export.subpixel import transposed_convs_as_subpixel
+from keras_vae.export.errors import ExportError
+from keras_vae.export.subpixel import transposed_convs_as_subpixel
+from keras_vae.signatures import GraphSignature
 
 BATCH = None  # every exported graph has a dynamic batch dimension
 
 
-@dataclasses.dataclass(frozen=True)
-class GraphSpec:
-    """How to trace one graph of a VAE.
-
-    Attributes:
-        inputs: `model -> [(name, shape without batch, dtype)]`.
-        outputs: Output names, in the order of the manifest.
-        body: `model -> fn(**inputs) -> {output name: tensor}`.
-        meaning: What the outputs are, for the manifest.
-    """
-
-    inputs: Callable
-    outputs: tuple
-    body: Callable
-    meaning: str
-
-
-def _labels(model):
-    return [("label", (), "int32")] if getattr(model, "num_classes", 0) else []
-
-
-def _decoder_inputs(model):
-    return [("z", (model.latent_dim,), "float32"), *_labels(model)]
-
-
-def _encoder_inputs(model):
-    return [("image", tuple(model.image_shape), "float32"), *_labels(model)]
-
-
-def _scorer_inputs(model):
-    return [("image", tuple(model.image_shape), "float32"),
-            ("eps", (model.latent_dim,), "float32"), *_labels(model)]
-
-
-def _decoder_body(model):
-    def decoder(z, label=None):
-        return {"x": model.decode(z, label)}  # (batch, *image_shape) means
-    return decoder
-
-
-def _encoder_body(model):
-    def encoder(image, label=None):
-        z_mean, z_log_var = model.encode(image, label)  # (batch, latent_dim) each
-        return {"z_mean": z_mean, "z_log_var": z_log_var}
-    return encoder
-
-
-def _scorer_body(model):
-    def scorer(image, eps, label=None):
-        return {"negative_elbo": model.negative_elbo(image, label, eps=eps)}  # (batch,)
-    return scorer
-
-
-GRAPHS = {
-    "decoder": GraphSpec(
-        _decoder_inputs, ("x",), _decoder_body,
-        "x: image means E[x | z] (pixel probabilities in [0, 1] for a Bernoulli "
-        "likelihood), not logits, for codes z ~ N(0, I)"),
-    "encoder": GraphSpec(
-        _encoder_inputs, ("z_mean", "z_log_var"), _encoder_body,
-        "z_mean, z_log_var: the diagonal Gaussian posterior q(z | image); "
-        "z_log_var is clamped to [-30, 20]"),
-    "scorer": GraphSpec(
-        _scorer_inputs, ("negative_elbo",), _scorer_body,
-        "negative_elbo: per-example -ELBO in nats (reconstruction summed over pixels "
-        "+ analytic KL) at z = z_mean + exp(z_log_var / 2) * eps; eps = 0 scores the "
-        "reconstruction at z_mean. Higher means more anomalous."),
-}
-
-
-def get(name: str) -> GraphSpec:
-    """Returns the graph registered under `name`.
+def signatures(model) -> dict:
+    """`model.export_graphs()`, checked: `{name: GraphSignature}`.
 
     Raises:
-        ValueError: for an unknown name, listing the valid ones.
+        TypeError: a model that lists no export graphs.
     """
-    if name not in GRAPHS:
-        raise ValueError(f"Unknown graph {name!r}; valid names: {sorted(GRAPHS)}")
-    return GRAPHS[name]
+    lister = getattr(model, "export_graphs", None)
+    if not callable(lister):
+        raise TypeError(f"Export needs a keras_vae model that lists its graphs "
+                        f"(`export_graphs()`); got {type(model).__name__}")
+    return lister()
+
+
+def get(model, name: str) -> GraphSignature:
+    """The signature of graph `name` of `model`.
+
+    Raises:
+        ValueError: a graph the model does not offer, listing the ones it does.
+    """
+    offered = signatures(model)
+    if name not in offered:
+        raise ValueError(f"Unknown graph {name!r} for this {type(model).__name__}; valid "
+                         f"names: {sorted(offered)}")
+    return offered[name]
 
 
 # Op types that draw random numbers (stateful, stateless and the samplers).
@@ -115,8 +58,9 @@ class Graph:
     """One traced graph, ready for the converters.
 
     Attributes:
-        name: `decoder`, `encoder` or `scorer`.
+        name: The graph's name (`decoder`, `encoder`, `scorer`, ...).
         model: The float32 model traced (a copy for mixed-precision models).
+        signature: Its `GraphSignature`.
         function: The `tf.function` with a dynamic-batch input signature.
         concrete: Its concrete function.
         module: A `tf.Module` tracking the variables (for SavedModel/TFLite).
@@ -128,6 +72,7 @@ class Graph:
 
     name: str
     model: keras.Model
+    signature: GraphSignature
     function: tf.types.experimental.GenericFunction
     concrete: Callable
     module: tf.Module
@@ -151,8 +96,8 @@ class Graph:
 
     @property
     def peak(self) -> float | None:
-        """PSNR peak: the image value range for the decoder, else None (largest |output|)."""
-        low_high = value_range(self.model) if self.name == "decoder" else None
+        """PSNR peak: the outputs' value range where they have one, else None (largest |output|)."""
+        low_high = self.signature.value_range
         return None if low_high is None else low_high[1] - low_high[0]
 
     def random_inputs(self, batch: int, rng: np.random.Generator) -> dict:
@@ -170,14 +115,7 @@ class Graph:
     def keras_outputs(self, feeds: dict) -> dict:
         """The Keras (eager, float32) outputs for numpy `feeds`."""
         tensors = {k: tf.constant(v) for k, v in feeds.items()}
-        body = get(self.name).body(self.model)
-        return {k: np.asarray(v) for k, v in body(**tensors).items()}
-
-
-def value_range(model) -> tuple | None:
-    """`(low, high)` of decoded images: `(0, 1)` for Bernoulli pixels, None for Gaussian means."""
-    bernoulli = getattr(model.likelihood, "name_in_registry", None) == "bernoulli"
-    return (0.0, 1.0) if bernoulli else None
+        return {k: np.asarray(v) for k, v in self.signature.fn(**tensors).items()}
 
 
 def trace(model: keras.Model, name: str, *, subpixel: bool = False) -> Graph:
@@ -187,26 +125,22 @@ def trace(model: keras.Model, name: str, *, subpixel: bool = False) -> Graph:
     `keras_vae.VAE`, whose networks are built at construction).
 
     Args:
-        model: A `keras_vae.VAE`-like model.
-        name: `decoder`, `encoder` or `scorer`.
+        model: A keras_vae model (it lists its graphs in `export_graphs()`).
+        name: One of its graphs.
         subpixel: Trace 3x3 stride-2 transposed convolutions as sub-pixel
-            convolutions (`keras_vae_export.subpixel`; for LiteRT's XNNPACK).
+            convolutions (`keras_vae.export.subpixel`; for LiteRT's XNNPACK).
 
     Raises:
-        TypeError: `model` lacks the VAE methods the graph calls.
+        TypeError: `model` lists no export graphs.
+        ValueError: `name` is not one of them.
         ExportError: the traced graph contains a random op.
     """
-    spec = get(name)
-    for attr in ("encode", "decode", "negative_elbo", "latent_dim", "image_shape"):
-        if not hasattr(model, attr):
-            raise TypeError(
-                f"Export needs a keras_vae.VAE-like model with `{attr}`; got "
-                f"{type(model).__name__}"
-            )
+    get(model, name)
     model = float32_model(model)
-    inputs = spec.inputs(model)
-    body = spec.body(model)
-    graph = Graph(name, model, None, None, tf.Module(), inputs, spec.outputs, spec.meaning)
+    spec = get(model, name)
+    body = spec.fn
+    graph = Graph(name, model, spec, None, None, tf.Module(), list(spec.inputs), spec.outputs,
+                  spec.meaning)
     # Build lazily-built layers eagerly, so tracing creates no variables.
     graph.keras_outputs(graph.random_inputs(1, np.random.default_rng(0)))
     graph.function = tf.function(body, input_signature=graph.input_signature, autograph=False)

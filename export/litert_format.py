@@ -7,8 +7,9 @@ import logging
 import keras
 import numpy as np
 
-from keras_vae_export import files, graphs, parity
-from keras_vae_export.errors import ExportError
+from keras_vae import files
+from keras_vae.export import graphs, manifest, parity
+from keras_vae.export.errors import ExportError
 
 PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8_full")
 SIGNATURE = "serving_default"
@@ -25,7 +26,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
     without the Flex delegate refuse; a file containing a custom or Flex op is
     rejected. Inputs and outputs stay float32 at every precision. 3x3
     stride-2 transposed convolutions are traced in their sub-pixel form
-    (`keras_vae_export.subpixel`), which XNNPACK runs with a dynamic batch
+    (`keras_vae.export.subpixel`), which XNNPACK runs with a dynamic batch
     (the manifest's `rewrites` counts them).
 
     Args:
@@ -105,7 +106,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
             return {k: np.array(v) for k, v in runner(**feeds).items()}
 
         figures = parity.check(traced, run, precision, str(path), traced.peak, seed)
-    return files.entry(
+    return manifest.file_entry(
         path, graph=graph, format="tflite", precision=precision,
         converter=f"tensorflow {tf.__version__} TFLiteConverter (TFLITE_BUILTINS"
                   f"{' + TFLITE_BUILTINS_INT8' if precision == 'int8_full' else ''})",

@@ -1,31 +1,35 @@
 """The `manifest.json` that describes an export directory, and its summary table.
 
-Layout (version 1), read by the edge samplers through `edge_io.read_manifest`:
+Layout (version 2), read by the edge samplers through `edge_io.read_manifest`:
 
 - `keras_vae_version`, `created_utc`, `versions` (converters and runtimes);
 - `model`: class, name, architecture, likelihood, the dtype policy it was
   trained with and `exported_dtype` (always float32);
-- `latent_dim` and `prior` (how to draw z exactly as Keras does);
+- `latent_dim` and `prior`: the prior's table (`{"type": "standard_normal"}`
+  or a Gaussian mixture), from which `edge_io.sample_prior` draws exactly the
+  z that Keras draws for the same seed;
 - `image`: shape, dtype, `value_range` ([0, 1] or null) and what `x` means;
 - `num_classes` and `class_names` (conditional models);
 - `graphs`: each graph's inputs, outputs and meaning;
 - `files`: one entry per file: path, format, graph, precision, opset or
   converter, runtime, input/output names, shapes and dtypes, size, sha256 and
-  the parity figures against Keras.
+  the parity figures against Keras;
+- `bundle`: the device-side files copied beside them (samplers, server,
+  their numpy helper), each with its size and sha256.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import keras
 
-from keras_vae_export import graphs as graphs_lib
-from keras_vae_export.edge_io import MANIFEST, MANIFEST_VERSION
+from keras_vae import files
+from keras_vae.export import graphs as graphs_lib
+from keras_vae.export.edge_io import MANIFEST, MANIFEST_VERSION
+from keras_vae.version import __version__
 
 _PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
 
@@ -42,8 +46,6 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
         class_names: Names of the classes of a conditional model (defaults to
             `model.class_names` when it exists).
     """
-    import keras_vae
-
     num_classes = int(getattr(model, "num_classes", 0) or 0)
     if class_names is None:
         class_names = getattr(model, "class_names", None)
@@ -52,16 +54,17 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with "
                              f"{num_classes} classes")
-    value_range = graphs_lib.value_range(model)
+    signatures = graphs_lib.signatures(model)
+    decoder = signatures.get("decoder")
+    value_range = decoder.value_range if decoder is not None else None
     likelihood = getattr(model.likelihood, "name_in_registry", type(model.likelihood).__name__)
     graphs = {}
     for entry in entries:
-        spec = graphs_lib.get(entry["graph"])
         graphs[entry["graph"]] = {"inputs": entry["inputs"], "outputs": entry["outputs"],
-                                  "meaning": spec.meaning}
+                                  "meaning": signatures[entry["graph"]].meaning}
     return {
         "manifest_version": MANIFEST_VERSION,
-        "keras_vae_version": keras_vae.__version__,
+        "keras_vae_version": __version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {name: _version(name) for name in _PACKAGES},
         "model": {
@@ -73,14 +76,14 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
             "exported_dtype": "float32",
         },
         "latent_dim": int(model.latent_dim),
-        "prior": ("z ~ N(0, I), drawn as numpy.random.default_rng(seed).standard_normal("
-                  "(n, latent_dim), dtype=numpy.float32), the same call as keras_vae.prior_z"),
+        "prior": {**model.prior.manifest(int(model.latent_dim)),
+                  "meaning": "z for a seed: keras_vae.export.edge_io.sample_prior(prior, n, "
+                             "latent_dim, seed), the same draws as the model's sample()"},
         "image": {
             "shape": [int(d) for d in model.image_shape],
             "dtype": "float32",
             "value_range": None if value_range is None else list(value_range),
-            "meaning": graphs_lib.GRAPHS["decoder"].meaning if likelihood == "bernoulli" else
-            "x: Gaussian means E[x | z] in the scale of the training data",
+            "meaning": decoder.meaning if decoder is not None else None,
         },
         "num_classes": num_classes,
         "class_names": class_names,
@@ -91,15 +94,14 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
 
 def write(manifest: dict, directory) -> Path:
     """Writes `directory/manifest.json` atomically."""
-    path = Path(directory) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return files.write_json(manifest, Path(directory) / MANIFEST)
+
+
+def file_entry(path, **fields) -> dict:
+    """A manifest entry: the file's name, size and SHA-256, then `fields`."""
+    path = Path(path)
+    return {"path": path.name, "size_bytes": files.size_of(path),
+            "sha256": files.sha256_of(path), **fields}
 
 
 def table(manifest: dict) -> str:

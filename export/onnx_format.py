@@ -7,8 +7,9 @@ import os
 
 import keras
 
-from keras_vae_export import files, graphs, parity
-from keras_vae_export.errors import ExportError
+from keras_vae import files
+from keras_vae.export import graphs, manifest, parity
+from keras_vae.export.errors import ExportError
 
 OPSET = 17
 PRECISIONS = ("fp32", "int8_dynamic")
@@ -104,7 +105,7 @@ def export_onnx(model: keras.Model, path, *, graph: str = "decoder",
             return dict(zip(names, session.run(names, feeds)))
 
         figures = parity.check(traced, run, precision, str(path), traced.peak, seed)
-    return files.entry(
+    return manifest.file_entry(
         path, graph=graph, format="onnx", precision=precision, opset=OPSET,
         converter=f"tf2onnx {tf2onnx.__version__} (tensorflow {tf.__version__})",
         runtime=f"onnxruntime {ort.__version__}", inputs=inputs, outputs=outputs,

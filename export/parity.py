@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from keras_vae_export.errors import ExportError
+from keras_vae.export.errors import ExportError
 
 BATCH_SIZES = (1, 7)
 FP32_TOLERANCE = 1e-5
@@ -38,7 +38,7 @@ def check(graph, run: Callable[[dict], dict], precision: str, what: str,
     """Compares `run` (a runtime) with Keras on random inputs at two batch sizes.
 
     Args:
-        graph: A `keras_vae_export.graphs.Graph`.
+        graph: A `keras_vae.export.graphs.Graph`.
         run: `run(feeds) -> {output name: array}` in the runtime under test.
         precision: `fp32`, `fp16`, `int8_dynamic` or `int8_full`.
         what: The file's name, for messages.

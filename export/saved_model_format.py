@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae_export import files, graphs, parity
-from keras_vae_export.errors import ExportError
+from keras_vae import files
+from keras_vae.export import graphs, manifest, parity
+from keras_vae.export.errors import ExportError
 
 SIGNATURE = "serving_default"
 
@@ -58,7 +59,7 @@ def export_saved_model(model: keras.Model, path, *, graph: str = "decoder",
 
         figures = parity.check(traced, run, "fp32", str(path), traced.peak, seed)
     inputs, outputs = traced.io_specs()
-    return files.entry(
+    return manifest.file_entry(
         path, graph=graph, format="savedmodel", precision="fp32",
         converter=f"tensorflow {tf.__version__}", runtime=f"tensorflow {tf.__version__}",
         signature=SIGNATURE, inputs=inputs, outputs=outputs, parity=figures,

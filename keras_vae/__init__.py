@@ -1,29 +1,56 @@
-"""keras-vae: variational autoencoders for Keras 3, from `model.fit` to the edge."""
+"""keras-vae: variational autoencoders for Keras 3, from `model.fit` to the edge.
 
-__version__ = "0.1.0"
+`import keras_vae` registers every model part with Keras (so
+`keras.saving.load_model` works in a fresh process) and exposes every module
+the docs use. The layers, bottom up (imports only point down):
 
-from keras_vae import (  # noqa: E402
+- leaves: `version`, `registry`, `signatures`, `export.edge_io` (numpy-only
+  device code: checksums, atomic writes, prior draws, slerp, grids);
+- `files`, `data` (sources, checks, pipeline, batches), `blocks`,
+  `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
+- `networks`, `sequences`, `saving`, then the model, `vae`;
+- uses of a model: `evaluation`, `anomaly`, `latent`, `corruption`,
+  `augmentation`, `pictures`, `callbacks`, `training` (`training.run` is
+  everything `keras-vae train` does);
+- `export`: the exporters (loaded on first use) and the device bundle;
+- on top, the entry points `cli` and `demo`.
+"""
+
+from keras_vae.version import __version__  # noqa: I001 (first: a leaf every module may read)
+from keras_vae import (
     anomaly,
     augmentation,
+    blocks,
     callbacks,
     corruption,
     data,
+    distribute,
     evaluation,
+    export,
+    files,
     latent,
     likelihoods,
     networks,
     objectives,
     pictures,
+    posterior,
+    priors,
+    registry,
     saving,
     sequences,
+    signatures,
+    training,
 )
-from keras_vae.likelihoods import Bernoulli, Gaussian  # noqa: E402
-from keras_vae.posterior import DiagonalGaussian, Sampling  # noqa: E402
-from keras_vae.vae import VAE, prior_z  # noqa: E402
+from keras_vae.likelihoods import Bernoulli, Gaussian, GaussianPixel
+from keras_vae.posterior import DiagonalGaussian, Sampling
+from keras_vae.priors import StandardNormal, prior_z
+from keras_vae.vae import VAE
 
 __all__ = [
-    "VAE", "Bernoulli", "DiagonalGaussian", "Gaussian", "Sampling",
-    "data", "likelihoods", "networks", "saving", "prior_z", "__version__",
-    "anomaly", "evaluation", "objectives",
-    "augmentation", "callbacks", "corruption", "latent", "pictures", "sequences",
+    "VAE", "Bernoulli", "DiagonalGaussian", "Gaussian", "GaussianPixel", "Sampling",
+    "StandardNormal", "__version__", "prior_z",
+    "anomaly", "augmentation", "blocks", "callbacks", "corruption", "data", "distribute",
+    "evaluation", "export", "files", "latent", "likelihoods", "networks", "objectives",
+    "pictures", "posterior", "priors", "registry", "saving", "sequences", "signatures",
+    "training",
 ]

@@ -24,7 +24,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation, objectives, registry
+from keras_vae import evaluation, objectives
+from keras_vae.registry import Registry
 
 
 def neg_elbo_score(model, data, labels=None, batch_size: int = 100, k: int = 1,
@@ -89,11 +90,12 @@ def _squared_error(model, x, labels, target):
     return tf.reduce_sum(tf.square(diff), axis=-1)  # (batch,)
 
 
-SCORES = {
+SCORES = Registry("anomaly score", {
     "neg_elbo": neg_elbo_score,
     "iwae_nll": iwae_nll_score,
     "reconstruction_error": reconstruction_error_score,
-}
+})
+register = SCORES.register
 DEFAULT_K = {"neg_elbo": 1, "iwae_nll": 100, "reconstruction_error": 1}
 
 
@@ -103,7 +105,7 @@ def get(name: str):
     Raises:
         ValueError: an unknown name, listing the valid ones.
     """
-    return registry.lookup(SCORES, name, "anomaly score")
+    return SCORES.get(name)
 
 
 def score(model, data, method: str = "neg_elbo", labels=None, batch_size: int = 100,

@@ -50,7 +50,7 @@ def generated_dataset(model, n: int, batch_size: int = 64, seed: int | None = 0,
         class_ids = list(class_ids)
     images = model.sample(n, seed=seed, class_ids=class_ids)  # (n, *image_shape)
     # The labels `sample` cycles over (it validates the ids); -1 when unconditional.
-    class_labels = model._class_labels(n, class_ids)
+    class_labels = data_lib.class_labels(n, class_ids, model.num_classes)
     if class_labels is None:
         labels = np.full(n, -1, np.int64)
     else:

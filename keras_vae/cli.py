@@ -38,10 +38,13 @@ def _binarize_arg(value):
 
 
 def add_objective_args(p):
+    from keras_vae import objectives
+
     p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
                    help="KL warm-up length in optimizer steps (the cycle length for "
                         "--kl-schedule cyclical); 0 for none")
-    p.add_argument("--kl-schedule", choices=["linear", "cyclical"], default="linear",
+    p.add_argument("--kl-schedule", choices=sorted(set(objectives.SCHEDULES) - {"constant"}),
+                   default="linear",
                    help="shape of the KL warm-up")
     p.add_argument("--free-bits", type=float, default=0.0, metavar="NATS",
                    help="floor on each latent dimension's KL (nats), Kingma et al. 2016")
@@ -51,8 +54,8 @@ def add_objective_args(p):
                    help="condition encoder and decoder on the data's labels")
 
 
-def _objective_kwargs(args, train) -> dict:
-    """VAE constructor arguments of the objective flags (and the class count)."""
+def _objective_kwargs(args) -> dict:
+    """VAE constructor arguments of the objective flags."""
     from keras_vae import objectives
 
     if args.kl_warmup < 0:
@@ -61,67 +64,26 @@ def _objective_kwargs(args, train) -> dict:
     if args.kl_warmup:
         key = "steps" if args.kl_schedule == "linear" else "period"
         schedule = objectives.get(args.kl_schedule, **{key: args.kl_warmup})
-    return {"kl_schedule": schedule, "free_bits": args.free_bits, "iwae_k": args.iwae_k,
-            "num_classes": _count_classes(train) if args.conditional else 0}
-
-
-def _count_classes(dataset) -> int:
-    """Number of classes of a dataset of (image, label) batches: max label + 1."""
-    import numpy as np
-
-    labels = np.concatenate([np.asarray(y).reshape(-1) for _, y in dataset])
-    if labels.min() < 0:
-        raise ValueError("--conditional needs labelled data; this dataset has no labels "
-                         "(label -1).")
-    return int(labels.max()) + 1
+    return {"kl_schedule": schedule, "free_bits": args.free_bits, "iwae_k": args.iwae_k}
 
 
 def cmd_train(args):
-    import keras_vae
-    from keras_vae import distribute, pictures, saving, training
+    from keras_vae import training
 
-    # First: a multi-worker strategy must start before any other TensorFlow op.
-    strategy = distribute.get(args.strategy)
-    chief = distribute.is_chief(strategy)  # other workers write to a scratch folder
-    run = (saving.run_directory(args.out, overwrite=args.overwrite) if chief
-           else saving.scratch_directory())
-    with run as tmp:
-        # Before the data: TF derives pipeline seeds from the global seed too.
-        training.set_seed(args.seed, args.deterministic)
-        data = keras_vae.data.load(
-            args.dataset, args.split, batch_size=args.batch_size,
-            validation_fraction=args.validation_split, binarize=_binarize_arg(args.binarize),
-            seed=args.seed, data_dir=args.data_dir)
-        train, val = data if args.validation_split > 0 else (data, None)
-        image_shape = tuple(train.element_spec[0].shape[1:])
-        objective = _objective_kwargs(args, train)
-
-        def make_model():  # runs inside the strategy's scope, under the precision policy
-            return keras_vae.VAE(
-                image_shape=image_shape, latent_dim=args.latent_dim, arch=args.arch,
-                arch_options=args.arch_options, likelihood=args.likelihood, beta=args.beta, seed=args.seed, **objective)
-
-        model, history, seconds = training.train(
-            make_model, train, val, epochs=args.epochs, learning_rate=args.learning_rate,
-            strategy=strategy, mixed_precision=args.mixed_precision, seed=args.seed,
-            deterministic=args.deterministic,
-            backup_dir=(args.backup_dir or os.path.normpath(args.out) + ".backup")
-            if args.resume else None,
-            checkpoint_path=args.checkpoint, verbose=args.verbose)
-        saving.save_model(model, tmp / "model.keras")  # every worker takes part
-        if not chief:
-            return
-        with open(tmp / "history.json", "w") as f:
-            json.dump({"history": history.history, "seconds": seconds,
-                       "args": vars(args) | {"func": None}}, f, indent=2)
-        class_ids = list(range(model.num_classes)) if model.num_classes else None
-        pictures.save_grid(model.sample(64, seed=args.seed, class_ids=class_ids),
-                           tmp / "samples.png")
-        x, y = (t.numpy() for t in next(iter((val or train).unbatch().batch(32))))
-        labels = y if model.num_classes else None
-        pictures.save_reconstructions(x, model.reconstruct(x, labels), tmp / "reconstructions.png")
-    print(f"Wrote {args.out}/model.keras, history.json, samples.png, reconstructions.png "
-          f"({seconds:.1f} s of training)")
+    model_config = {"latent_dim": args.latent_dim, "arch": args.arch,
+                    "arch_options": args.arch_options, "likelihood": args.likelihood,
+                    "beta": args.beta, "prior": args.prior, **_objective_kwargs(args)}
+    result = training.run(
+        args.out, dataset=args.dataset, split=args.split, batch_size=args.batch_size,
+        validation_split=args.validation_split, binarize=_binarize_arg(args.binarize),
+        data_dir=args.data_dir, model_config=model_config, conditional=args.conditional,
+        epochs=args.epochs, learning_rate=args.learning_rate, strategy=args.strategy,
+        mixed_precision=args.mixed_precision, seed=args.seed, deterministic=args.deterministic,
+        resume=args.resume, backup_dir=args.backup_dir, checkpoint=args.checkpoint,
+        overwrite=args.overwrite, verbose=args.verbose, record=vars(args) | {"func": None})
+    if result.out is not None:
+        print(f"Wrote {args.out}/model.keras, history.json, samples.png, reconstructions.png "
+              f"({result.seconds:.1f} s of training)")
 
 
 def _json_object(text: str) -> dict:
@@ -181,19 +143,27 @@ def cmd_sample(args):
 
 
 def cmd_export(args):
-    import keras_vae_export
-    from keras_vae import saving
+    from keras_vae import export, saving
 
     model = saving.load_model(args.model, compile=False)
-    manifest = keras_vae_export.export(
+    manifest = export.export(
         model, args.out, formats=args.formats, quantize=args.quantize, graphs=args.graphs,
         seed=args.seed, overwrite=args.overwrite)
-    print(keras_vae_export.table(manifest))
+    print(export.table(manifest))
     print(f"Wrote {len(manifest['files'])} files and manifest.json to {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keras_vae import __version__, anomaly, distribute, likelihoods, networks
+    from keras_vae import (
+        __version__,
+        anomaly,
+        data,
+        distribute,
+        export,
+        likelihoods,
+        networks,
+        priors,
+    )
 
     parser = argparse.ArgumentParser(prog="keras-vae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keras-vae {__version__}")
@@ -206,13 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-options", type=_json_object, default={},
                    help='JSON options of the architecture builder, e.g. '
                         '\'{"filters": [32, 64], "decoder_dense_units": 0}\'')
-    p.add_argument("--likelihood", default="bernoulli",
-                   help=f"one of {sorted(likelihoods.LIKELIHOODS)}, mse, gaussian_learned")
+    p.add_argument("--likelihood", default="bernoulli", choices=likelihoods.names())
+    p.add_argument("--prior", default="standard_normal", choices=sorted(priors.PRIORS),
+                   help="the prior p(z)")
     p.add_argument("--beta", type=float, default=1.0)
     add_objective_args(p)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--binarize", choices=["dynamic", "static", "none"], default="dynamic")
+    p.add_argument("--binarize", default="dynamic",
+                   choices=[m or "none" for m in data.BINARIZE_MODES])
     p.add_argument("--validation-split", type=float, default=0.1)
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -264,10 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "Keras, with manifest.json")
     p.add_argument("model", help="path to model.keras")
     p.add_argument("--formats", default="savedmodel,onnx,tflite",
-                   help="comma-separated: savedmodel, onnx, tflite")
+                   help=f"comma-separated: {', '.join(export.FORMATS)}")
     p.add_argument("--quantize", default="",
-                   help="comma-separated: fp16, int8 (= int8_dynamic,int8_full), "
-                        "int8_dynamic, int8_full (decoder only)")
+                   help=f"comma-separated: int8 (= int8_dynamic,int8_full), "
+                        f"{', '.join(export.QUANTIZATIONS)} (decoder only)")
     p.add_argument("--graphs", default="decoder,encoder,scorer",
                    help="comma-separated: decoder, encoder, scorer")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")

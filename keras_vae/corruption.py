@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
-from keras_vae import registry
+from keras_vae.registry import Registry
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -138,11 +138,12 @@ class Masking(Corruption):
         return {"size": self.size, "value": self.value}
 
 
-CORRUPTIONS = {
+CORRUPTIONS = Registry("corruption", {
     "gaussian": GaussianNoise,
     "salt_and_pepper": SaltAndPepper,
     "masking": Masking,
-}
+})
+register = CORRUPTIONS.register
 
 
 def get(identifier) -> Corruption:
@@ -155,7 +156,7 @@ def get(identifier) -> Corruption:
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    return registry.lookup(CORRUPTIONS, str(identifier).lower(), "corruption")()
+    return CORRUPTIONS.get(str(identifier).lower())()
 
 
 def corrupt(images, corruption="gaussian", seed: int = 0) -> np.ndarray:

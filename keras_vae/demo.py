@@ -24,8 +24,9 @@ from io import StringIO
 from pathlib import Path
 
 from keras_vae import cli
+from keras_vae.export import edge_io
 
-SAMPLER = Path(__file__).resolve().parents[1] / "export" / "sample_onnx.py"
+SAMPLER = Path(edge_io.__file__).with_name("sample_onnx.py")  # installed with the package
 
 
 def _step(title: str) -> None:

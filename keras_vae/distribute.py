@@ -7,6 +7,12 @@ devices); `get("multiworker")` on every GPU of every machine listed in the
 by the *global* batch and the optimizer sums gradients across replicas, so a
 step on N replicas equals one step on one device with the same global batch.
 
+The step mechanics are helpers any `train_step` calls (a model with its own
+step, such as a VAE-GAN with two optimizers, reuses them instead of copying):
+`average_loss` (the per-example loss summed locally over the *global* batch
+size), `global_batch_size`, and `step_logs` (metric results shaped so Keras
+can reduce them across workers).
+
 Example:
 
 >>> strategy = keras_vae.distribute.get("mirrored")
@@ -23,7 +29,7 @@ import os
 
 import tensorflow as tf
 
-from keras_vae import registry
+from keras_vae.registry import Registry
 
 
 def _default(devices=None):
@@ -49,7 +55,9 @@ def _multiworker(devices=None):
         ) from e
 
 
-STRATEGIES = {"default": _default, "mirrored": _mirrored, "multiworker": _multiworker}
+STRATEGIES = Registry("strategy", {"default": _default, "mirrored": _mirrored,
+                                   "multiworker": _multiworker})
+register = STRATEGIES.register
 
 
 def get(identifier="default", devices: list[str] | None = None) -> tf.distribute.Strategy:
@@ -71,7 +79,7 @@ def get(identifier="default", devices: list[str] | None = None) -> tf.distribute
     """
     if isinstance(identifier, tf.distribute.Strategy):
         return identifier
-    return registry.lookup(STRATEGIES, identifier, "strategy")(devices)
+    return STRATEGIES.get(identifier)(devices)
 
 
 def task(strategy: tf.distribute.Strategy | None = None) -> tuple[str | None, int]:
@@ -118,3 +126,45 @@ def distribute_options(strategy: tf.distribute.Strategy) -> tf.data.Options:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA)
     return options
+
+
+# ------------------------------------------------------- step mechanics
+
+
+def global_batch_size(per_example):
+    """Examples in the global batch: the local batch summed over replicas (an int32 tensor).
+
+    All-reduced rather than assumed, so an uneven last batch is counted exactly.
+    """
+    local = tf.cast(tf.shape(per_example)[0], tf.float32)
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, local)
+    return tf.cast(total, tf.int32)
+
+
+def average_loss(per_example):
+    """The scalar loss of a replica: its per-example losses summed, over the *global* batch.
+
+    With gradients summed across replicas (what the optimizers do under a
+    strategy) this is the gradient of the global mean, the same step as on
+    one device. Outside a strategy it is the plain mean.
+
+    Example:
+
+    >>> with tf.GradientTape() as tape:
+    ...     loss = keras_vae.distribute.average_loss(model.per_example_loss(terms))
+    """
+    return tf.nn.compute_average_loss(per_example,
+                                      global_batch_size=global_batch_size(per_example))
+
+
+def step_logs(metrics) -> dict:
+    """`{name: result}` of Keras metrics, as a `train_step`/`test_step` returns them.
+
+    Under `MultiWorkerMirroredStrategy` Keras 3 reduces step outputs across
+    workers along axis 0, which a scalar lacks (tensorflow/tensorflow#72388):
+    each result gets one there.
+    """
+    logs = {m.name: m.result() for m in metrics}
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        logs = {name: tf.reshape(value, (1,)) for name, value in logs.items()}
+    return logs

@@ -42,7 +42,7 @@ def evaluate_elbo(model, dataset: tf.data.Dataset) -> dict:
     rec_sum = kl_sum = 0.0
     n = 0
     for batch in dataset:
-        x, labels, target = model._unpack(batch)
+        x, labels, target = data_lib.unpack_batch(batch, model.num_classes)
         rec, kl = _elbo_terms(model, x, labels, target)
         rec_sum += float(np.sum(rec))
         kl_sum += float(np.sum(kl))
@@ -70,9 +70,9 @@ def iterate_batches(model, data, labels=None, batch_size: int = 100):
             raise ValueError("Pass labels inside the dataset ((image, label) batches), "
                              "not as `labels=`.")
         data = data_lib.check_dataset(data, model.image_shape)
-        data, _ = model._guard_labels(data, None)
+        data, _ = data_lib.guard_labels(data, None, model.num_classes)
         for batch in data:
-            yield model._unpack(batch)
+            yield data_lib.unpack_batch(batch, model.num_classes)
         return
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,9 +81,7 @@ def iterate_batches(model, data, labels=None, batch_size: int = 100):
         if labels is None:
             raise ValueError(f"This conditional VAE ({model.num_classes} classes) needs labels: "
                              "pass `labels=`, one per image.")
-        from keras_vae.vae import check_labels
-
-        labels = check_labels(labels, model.num_classes, len(x))
+        labels = data_lib.check_labels(labels, model.num_classes, len(x))
     else:
         labels = None
     for start in range(0, len(x), batch_size):

@@ -19,11 +19,8 @@ import numpy as np
 from keras import ops
 
 from keras_vae import data as data_lib
-from keras_vae import registry
-
-# Below this angle (radians) between two codes, slerp is numerically lerp.
-_SLERP_MIN_ANGLE = 1e-4
-
+from keras_vae.export import edge_io
+from keras_vae.registry import Registry
 
 # --------------------------------------------------------------- paths in z
 
@@ -63,39 +60,12 @@ def lerp(start, end, steps: int = 8) -> np.ndarray:
     return path.astype(np.float32)
 
 
-def slerp(start, end, steps: int = 8) -> np.ndarray:
-    """Spherical interpolation along the great circle from `start` to `end`.
-
-    `z(t) = sin((1 - t) w) / sin(w) * start + sin(t w) / sin(w) * end`, with
-    `w` the angle between the codes: the angle to `start` grows linearly in
-    t, and between codes of equal norm every point keeps that norm (a linear
-    path cuts through the low-density centre of a Gaussian prior instead).
-    Nearly parallel or opposite codes (`sin(w)` ~ 0, no unique great circle)
-    fall back to `lerp`.
-
-    Args:
-        start: Code `(latent_dim,)`.
-        end: Code `(latent_dim,)`.
-        steps: Number of points, endpoints included.
-
-    Returns:
-        `(steps, latent_dim)` float32; the first row equals `start` and the
-        last equals `end` exactly.
-    """
-    a, b = _check_pair(start, end)
-    t = _fractions(steps)[:, None]  # (steps, 1)
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    if na == 0.0 or nb == 0.0:
-        return lerp(a, b, steps)
-    omega = np.arccos(np.clip(a @ b / (na * nb), -1.0, 1.0))
-    if omega < _SLERP_MIN_ANGLE or np.pi - omega < _SLERP_MIN_ANGLE:
-        return lerp(a, b, steps)
-    path = (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
-    path[0], path[-1] = a, b  # exact endpoints, not sin(w)/sin(w) rounding
-    return path.astype(np.float32)
+# The one slerp, shared with the edge samplers and the browser page.
+slerp = edge_io.slerp
 
 
-INTERPOLATIONS = {"linear": lerp, "slerp": slerp}
+INTERPOLATIONS = Registry("interpolation", {"linear": lerp, "slerp": slerp})
+register = INTERPOLATIONS.register
 
 
 def get(name: str):
@@ -104,7 +74,7 @@ def get(name: str):
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    return registry.lookup(INTERPOLATIONS, name, "interpolation")
+    return INTERPOLATIONS.get(name)
 
 
 # ------------------------------------------------------------ model helpers
@@ -134,7 +104,7 @@ def decode(model, z, labels=None, batch_size: int = 256) -> np.ndarray:
             f"Codes must have shape (n, {model.latent_dim}) for this model, got {z.shape}."
         )
     labels = _labels_for(model, labels, len(z))
-    return model._batched(lambda zb, lb: model.decode(ops.convert_to_tensor(zb), lb), z, labels,
+    return data_lib.batched(lambda zb, lb: model.decode(ops.convert_to_tensor(zb), lb), z, labels,
                           batch_size)
 
 

@@ -4,6 +4,17 @@ The decoder produces distribution parameters (logits for Bernoulli, means for
 Gaussian). A likelihood turns them into a per-example log-probability, summed
 over every pixel and channel, and into the image mean used for pictures and
 export.
+
+Each likelihood declares what the rest of the library asks of it:
+
+- `params_per_pixel`: decoder outputs per value; architectures build
+  `channels * params_per_pixel` output channels (parameters of one value sit
+  side by side on the last axis, split with `split_params`);
+- `value_range`: `(low, high)` of the values it scores and of its means
+  (`(0, 1)` for Bernoulli), or None when unbounded; export and the data
+  checks read it.
+
+`LIKELIHOODS` names them; `register` adds one.
 """
 
 from __future__ import annotations
@@ -12,6 +23,8 @@ import math
 
 import keras
 from keras import ops
+
+from keras_vae.registry import Registry
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -34,6 +47,8 @@ class Bernoulli(keras.layers.Layer):
     """
 
     name_in_registry = "bernoulli"
+    params_per_pixel = 1
+    value_range = (0.0, 1.0)
 
     def log_prob(self, x, params):
         """Log-likelihood of `x` in [0, 1], summed over pixels.
@@ -68,6 +83,8 @@ class Gaussian(keras.layers.Layer):
     """
 
     name_in_registry = "gaussian"
+    params_per_pixel = 1
+    value_range = None
 
     def __init__(self, scale: float | str = 1.0, **kwargs):
         super().__init__(**kwargs)
@@ -109,15 +126,68 @@ class Gaussian(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
-LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian}
+def split_params(params, count: int) -> list:
+    """Splits `(..., channels * count)` decoder outputs into `count` `(..., channels)` tensors."""
+    channels = ops.shape(params)[-1] // count
+    return [params[..., i * channels:(i + 1) * channels] for i in range(count)]
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class GaussianPixel(keras.layers.Layer):
+    """Gaussian pixels with a mean and a learned log-scale per pixel, both from the decoder.
+
+    The decoder outputs `2 * channels` values per pixel: the means, then the
+    log-scales (clamped to [min_log_scale, 2]); a heteroscedastic decoder
+    that says how sure it is of each pixel.
+
+    Args:
+        min_log_scale: Floor on each pixel's log-scale, which keeps the
+            density finite on constant pixels (MNIST's black background).
+    """
+
+    name_in_registry = "gaussian_pixel"
+    params_per_pixel = 2
+    value_range = None
+
+    def __init__(self, min_log_scale: float = -5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.min_log_scale = float(min_log_scale)
+
+    def log_prob(self, x, params):
+        """Gaussian log-density of `x` with per-pixel mean and scale, summed over pixels."""
+        mu, log_scale = split_params(ops.cast(params, "float32"), 2)
+        log_scale = ops.clip(log_scale, self.min_log_scale, 2.0)
+        z = (ops.cast(x, "float32") - mu) * ops.exp(-log_scale)
+        return _sum_over_pixels(-0.5 * ops.square(z) - log_scale - 0.5 * _LOG_2PI)
+
+    def mean(self, params):
+        return split_params(params, 2)[0]
+
+    def call(self, params):
+        return self.mean(params)
+
+    def get_config(self):
+        return {**super().get_config(), "min_log_scale": self.min_log_scale}
+
+
+LIKELIHOODS = Registry("likelihood", {"bernoulli": Bernoulli, "gaussian": Gaussian,
+                                      "gaussian_pixel": GaussianPixel})
+register = LIKELIHOODS.register
+ALIASES = {"mse": {"scale": 1.0}, "gaussian_learned": {"scale": "learned"}}
+
+
+def names() -> list[str]:
+    """Every name `get` accepts: registered likelihoods and aliases."""
+    return sorted([*LIKELIHOODS, *ALIASES])
 
 
 def get(identifier) -> keras.layers.Layer:
     """Returns a likelihood layer from a name, a config dict or an instance.
 
     Args:
-        identifier: `"bernoulli"`, `"gaussian"`, `"mse"` (Gaussian, unit scale),
-            `"gaussian_learned"`, a serialized config, or a layer.
+        identifier: `"bernoulli"`, `"gaussian"`, `"gaussian_pixel"`, `"mse"`
+            (Gaussian, unit scale), `"gaussian_learned"`, a serialized
+            config, or a layer.
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
@@ -126,11 +196,9 @@ def get(identifier) -> keras.layers.Layer:
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    aliases = {"mse": {"scale": 1.0}, "gaussian_learned": {"scale": "learned"}}
     name = str(identifier).lower()
-    if name in aliases:
-        return Gaussian(**aliases[name])
+    if name in ALIASES:
+        return Gaussian(**ALIASES[name])
     if name not in LIKELIHOODS:
-        valid = sorted([*LIKELIHOODS, *aliases])
-        raise ValueError(f"Unknown likelihood {identifier!r}; valid names: {valid}")
+        raise ValueError(f"Unknown likelihood {identifier!r}; valid names: {names()}")
     return LIKELIHOODS[name]()

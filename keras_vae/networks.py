@@ -1,13 +1,17 @@
 """Encoder and decoder architectures, built as functional Keras models.
 
 Every builder has the signature
-`build(image_shape, latent_dim, num_classes=0, **options) -> (encoder, decoder)`:
+`build(image_shape, latent_dim, num_classes=0, params_per_pixel=1, **options)
+-> (encoder, decoder)`:
 
 - encoder: `image` (and `label`, int, when `num_classes > 0`) ->
   `[z_mean, z_log_var]`, each `(batch, latent_dim)`; the log-variance is raw
   (the VAE clamps it).
 - decoder: `z` (and `label`) -> distribution parameters (logits for Bernoulli)
-  of shape `(batch, *image_shape)`.
+  of shape `(batch, *image_shape[:-1], channels * params_per_pixel)`: the
+  likelihood says how many parameters each value has (`output_shape`).
+
+`register` adds an architecture; the command line's `--arch` lists them.
 
 Labels enter through an `Embedding` (a gather), which every export runtime
 supports.
@@ -21,53 +25,27 @@ import math
 import keras
 from keras import layers
 
-from keras_vae import registry
+from keras_vae.blocks import condition, heads, inputs, label_of, output_shape
+from keras_vae.registry import Registry
 from keras_vae.sequences import build_lstm
 
 
-def _inputs(image_shape, latent_dim, num_classes):
-    image = keras.Input(shape=tuple(image_shape), name="image")
-    z = keras.Input(shape=(latent_dim,), name="z")
-    if num_classes:
-        enc_label = keras.Input(shape=(), dtype="int32", name="label")
-        dec_label = keras.Input(shape=(), dtype="int32", name="label")
-        return [image, enc_label], [z, dec_label]
-    return [image], [z]
-
-
-def _condition(h, label_input, num_classes, name):
-    """Concatenates a learned label embedding to flat features `h`."""
-    if label_input is None:
-        return h
-    emb = layers.Embedding(num_classes, 16, name=f"{name}_label_embedding")(label_input)
-    return layers.Concatenate(name=f"{name}_with_label")([h, emb])
-
-
-def _heads(h, latent_dim):
-    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
-    z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
-    return [z_mean, z_log_var]
-
-
-def _label(inputs):
-    return inputs[1] if len(inputs) > 1 else None
-
-
-def build_mlp(image_shape, latent_dim, num_classes=0, hidden_units=(400, 400),
-              activation="relu"):
+def build_mlp(image_shape, latent_dim, num_classes=0, params_per_pixel=1,
+              hidden_units=(400, 400), activation="relu"):
     """Fully connected encoder/decoder (784-400-400-20 with the defaults on MNIST)."""
-    enc_in, dec_in = _inputs(image_shape, latent_dim, num_classes)
+    enc_in, dec_in = inputs(image_shape, latent_dim, num_classes)
     h = layers.Flatten()(enc_in[0])
-    h = _condition(h, _label(enc_in), num_classes, "encoder")
+    h = condition(h, label_of(enc_in), num_classes, "encoder")
     for i, units in enumerate(hidden_units):
         h = layers.Dense(units, activation=activation, name=f"encoder_dense_{i}")(h)
-    encoder = keras.Model(enc_in, _heads(h, latent_dim), name="encoder")
+    encoder = keras.Model(enc_in, heads(h, latent_dim), name="encoder")
 
-    h = _condition(dec_in[0], _label(dec_in), num_classes, "decoder")
+    h = condition(dec_in[0], label_of(dec_in), num_classes, "decoder")
     for i, units in enumerate(reversed(hidden_units)):
         h = layers.Dense(units, activation=activation, name=f"decoder_dense_{i}")(h)
-    h = layers.Dense(math.prod(image_shape), name="decoder_logits")(h)
-    logits = layers.Reshape(tuple(image_shape), name="logits")(h)
+    out_shape = output_shape(image_shape, params_per_pixel)
+    h = layers.Dense(math.prod(out_shape), name="decoder_logits")(h)
+    logits = layers.Reshape(out_shape, name="logits")(h)
     decoder = keras.Model(dec_in, logits, name="decoder")
     return encoder, decoder
 
@@ -100,7 +78,7 @@ def _check_conv_shape(image_shape):
         )
 
 
-def build_conv(image_shape, latent_dim, num_classes=0, filters=(32, 64),
+def build_conv(image_shape, latent_dim, num_classes=0, params_per_pixel=1, filters=(32, 64),
                dense_units=512, activation="relu", decoder_dense_units=0):
     """Strided conv encoder and transposed-conv decoder (the keras.io shape).
 
@@ -115,25 +93,26 @@ def build_conv(image_shape, latent_dim, num_classes=0, filters=(32, 64),
     (benchmarks/README.md). Saved models keep the decoder they were built with.
     """
     _check_conv_shape(image_shape)
-    enc_in, dec_in = _inputs(image_shape, latent_dim, num_classes)
+    enc_in, dec_in = inputs(image_shape, latent_dim, num_classes)
     h = enc_in[0]
     for i, f in enumerate(filters):
         h = layers.Conv2D(f, 3, strides=2, padding="same", activation=activation,
                           name=f"encoder_conv_{i}")(h)
     h = layers.Flatten()(h)
-    h = _condition(h, _label(enc_in), num_classes, "encoder")
+    h = condition(h, label_of(enc_in), num_classes, "encoder")
     if dense_units:
         h = layers.Dense(dense_units, activation=activation, name="encoder_dense")(h)
-    encoder = keras.Model(enc_in, _heads(h, latent_dim), name="encoder")
+    encoder = keras.Model(enc_in, heads(h, latent_dim), name="encoder")
 
-    h = _condition(dec_in[0], _label(dec_in), num_classes, "decoder")
+    h = condition(dec_in[0], label_of(dec_in), num_classes, "decoder")
     h = _decoder_trunk(h, image_shape, filters[-1], decoder_dense_units, activation,
                        len(filters))
     for i, f in enumerate(reversed(filters)):
         h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation=activation,
                                    name=f"decoder_deconv_{i}")(h)
     h = _crop_to(h, image_shape)
-    logits = layers.Conv2D(image_shape[-1], 3, padding="same", name="logits")(h)
+    logits = layers.Conv2D(image_shape[-1] * params_per_pixel, 3, padding="same",
+                           name="logits")(h)
     decoder = keras.Model(dec_in, logits, name="decoder")
     return encoder, decoder
 
@@ -147,11 +126,11 @@ def _res_block(h, filters, activation, name):
     return layers.Add(name=f"{name}_add")([h, y])
 
 
-def build_resnet(image_shape, latent_dim, num_classes=0, filters=(32, 64),
+def build_resnet(image_shape, latent_dim, num_classes=0, params_per_pixel=1, filters=(32, 64),
                  blocks_per_stage=1, dense_units=512, activation="swish"):
     """Deeper residual conv encoder/decoder: a stride-2 conv then residual blocks per stage."""
     _check_conv_shape(image_shape)
-    enc_in, dec_in = _inputs(image_shape, latent_dim, num_classes)
+    enc_in, dec_in = inputs(image_shape, latent_dim, num_classes)
     h = enc_in[0]
     for i, f in enumerate(filters):
         h = layers.Conv2D(f, 3, strides=2, padding="same", name=f"encoder_down_{i}")(h)
@@ -159,11 +138,11 @@ def build_resnet(image_shape, latent_dim, num_classes=0, filters=(32, 64),
             h = _res_block(h, f, activation, f"encoder_res_{i}_{j}")
     h = layers.Activation(activation)(h)
     h = layers.Flatten()(h)
-    h = _condition(h, _label(enc_in), num_classes, "encoder")
+    h = condition(h, label_of(enc_in), num_classes, "encoder")
     h = layers.Dense(dense_units, activation=activation, name="encoder_dense")(h)
-    encoder = keras.Model(enc_in, _heads(h, latent_dim), name="encoder")
+    encoder = keras.Model(enc_in, heads(h, latent_dim), name="encoder")
 
-    h = _condition(dec_in[0], _label(dec_in), num_classes, "decoder")
+    h = condition(dec_in[0], label_of(dec_in), num_classes, "decoder")
     h = _decoder_trunk(h, image_shape, filters[-1], dense_units, activation, len(filters))
     for i, f in enumerate(reversed(filters)):
         for j in range(blocks_per_stage):
@@ -171,13 +150,16 @@ def build_resnet(image_shape, latent_dim, num_classes=0, filters=(32, 64),
         h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", name=f"decoder_up_{i}")(h)
     h = layers.Activation(activation)(h)
     h = _crop_to(h, image_shape)
-    logits = layers.Conv2D(image_shape[-1], 3, padding="same", name="logits")(h)
+    logits = layers.Conv2D(image_shape[-1] * params_per_pixel, 3, padding="same",
+                           name="logits")(h)
     decoder = keras.Model(dec_in, logits, name="decoder")
     return encoder, decoder
 
 
-ARCHITECTURES = {"mlp": build_mlp, "conv": build_conv, "resnet": build_resnet,
-                 "lstm": build_lstm}
+ARCHITECTURES = Registry("architecture", {"mlp": build_mlp, "conv": build_conv,
+                                         "resnet": build_resnet, "lstm": build_lstm})
+register = ARCHITECTURES.register
+_SHARED = ("image_shape", "latent_dim", "num_classes", "params_per_pixel")
 
 
 def get(name: str):
@@ -186,19 +168,31 @@ def get(name: str):
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    return registry.lookup(ARCHITECTURES, name, "architecture")
+    return ARCHITECTURES.get(name)
 
 
-def build(name: str, image_shape, latent_dim: int, num_classes: int = 0, **options):
-    """Builds `(encoder, decoder)` for the architecture `name`."""
+def build(name: str, image_shape, latent_dim: int, num_classes: int = 0,
+          params_per_pixel: int = 1, **options):
+    """Builds `(encoder, decoder)` for the architecture `name`.
+
+    Args:
+        name: A name from `ARCHITECTURES`.
+        image_shape: The data's shape without the batch axis.
+        latent_dim: Size of z.
+        num_classes: Classes of a conditional model, 0 for none.
+        params_per_pixel: Decoder outputs per value, from the likelihood
+            (`likelihood.params_per_pixel`): the last axis gets
+            `channels * params_per_pixel` outputs.
+        **options: The builder's own keyword arguments.
+    """
     image_shape = tuple(int(d) for d in image_shape)
     if latent_dim < 1:
         raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
     builder = get(name)
-    valid = [p for p in inspect.signature(builder).parameters
-             if p not in ("image_shape", "latent_dim", "num_classes")]
+    valid = [p for p in inspect.signature(builder).parameters if p not in _SHARED]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"Unknown option(s) {unknown} for the {name!r} architecture; "
                          f"valid: {valid}")
-    return builder(image_shape, int(latent_dim), int(num_classes), **options)
+    return builder(image_shape, int(latent_dim), int(num_classes),
+                   params_per_pixel=int(params_per_pixel), **options)

@@ -26,7 +26,7 @@ import math
 import keras
 from keras import ops
 
-from keras_vae import registry
+from keras_vae.registry import Registry
 
 
 def _as_step(step):
@@ -166,11 +166,12 @@ class CyclicalSchedule:
                 f"cycles={self.cycles})")
 
 
-SCHEDULES = {
+SCHEDULES = Registry("KL schedule", {
     "constant": ConstantSchedule,
     "linear": LinearWarmup,
     "cyclical": CyclicalSchedule,
-}
+})
+register = SCHEDULES.register
 
 
 def get(identifier, **kwargs):
@@ -195,7 +196,7 @@ def get(identifier, **kwargs):
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
     if isinstance(identifier, str):
-        return registry.lookup(SCHEDULES, identifier.lower(), "KL schedule")(**kwargs)
+        return SCHEDULES.get(identifier.lower())(**kwargs)
     if callable(identifier) and hasattr(identifier, "get_config"):
         return identifier
     raise ValueError(

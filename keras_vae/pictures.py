@@ -3,39 +3,32 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
-from keras_vae_export import edge_io
+from keras_vae import files
+from keras_vae.export import edge_io
 
-# One tiling for the library and the edge samplers (numpy-only, shipped in
-# keras_vae_export), so a grid from `VAE.sample` and one from onnxruntime match.
+# One tiling and one display scale for the library and the edge samplers
+# (numpy-only, shipped in keras_vae.export), so a grid from `VAE.sample` and
+# one from onnxruntime match pixel for pixel.
 grid = edge_io.grid
+display_scale = edge_io.display_scale
 
 
 def save_png(array: np.ndarray, path, scale: int = 1) -> Path:
     """Writes a uint8 picture atomically, upscaled by `scale` (nearest neighbour)."""
     from PIL import Image
 
-    path = Path(path)
     if scale > 1:
         array = np.repeat(np.repeat(array, scale, axis=0), scale, axis=1)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
-
-
-def _scale_for(images) -> int:
-    """Upscale factor that makes small images (8x8 digits) visible."""
-    return max(1, 64 // max(np.asarray(images).shape[1:3]))
+    return files.atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"))
 
 
 def save_grid(images, path, ncols: int | None = None) -> Path:
     """Saves images as a PNG grid."""
-    return save_png(grid(images, ncols), path, _scale_for(images))
+    return save_png(grid(images, ncols), path, display_scale(images))
 
 
 def save_reconstructions(originals, reconstructions, path, ncols: int = 8) -> Path:
@@ -117,11 +110,7 @@ def save_latent_scatter(z, labels, path, size: float = 6.0, dpi: int = 100,
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=dpi)
-    os.replace(tmp, path)
-    return path
+    return files.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 def reconstruction_rows(originals, reconstructions, ncols: int = 8) -> np.ndarray:

@@ -1,9 +1,22 @@
-"""The approximate posterior q(z | x): a diagonal Gaussian."""
+"""The approximate posterior q(z | x): a part the VAE is given, behind `VAE.encode`.
+
+A posterior turns the encoder's outputs into a distribution with `sample(eps)`
+(reparameterized), `mode()`, `log_prob(z)` and, where it has one, the closed-form
+`kl()` to N(0, I) per latent dimension. `POSTERIORS` names them; `register`
+adds one.
+
+Example:
+
+>>> q = keras_vae.posterior.get("diagonal_gaussian").from_outputs(encoder(x))
+>>> z = q.sample(eps)  # (batch, latent_dim)
+"""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from keras_vae.registry import Registry
 
 # exp(0.5 * 20) ~ 2.2e4 and exp(-30) ~ 1e-13: wide enough to never bind in
 # healthy training, narrow enough that exp, square and KL stay finite in
@@ -29,6 +42,16 @@ class DiagonalGaussian:
         self.mean = ops.cast(mean, "float32")
         self.log_var = clamp_log_var(ops.cast(log_var, "float32"))
 
+    @classmethod
+    def from_outputs(cls, outputs):
+        """The posterior of encoder outputs `[z_mean, z_log_var]`."""
+        z_mean, z_log_var = outputs
+        return cls(z_mean, z_log_var)
+
+    def parameters(self) -> dict:
+        """Named parameters, as the exported encoder returns them."""
+        return {"z_mean": self.mean, "z_log_var": self.log_var}
+
     @property
     def std(self):
         return ops.exp(0.5 * self.log_var)
@@ -52,6 +75,19 @@ class DiagonalGaussian:
                     + self.log_var + _LOG_2PI),
             axis=-1,
         )
+
+
+POSTERIORS = Registry("posterior", {"diagonal_gaussian": DiagonalGaussian})
+register = POSTERIORS.register
+
+
+def get(name: str = "diagonal_gaussian"):
+    """Returns the posterior class registered under `name`.
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    return POSTERIORS.get(name)
 
 
 def standard_normal_log_prob(z):

@@ -1,20 +1,18 @@
-"""Saving and loading models and run directories without half-written files."""
+"""Saving and loading models: atomic `.keras` files, validated before Keras reads them."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
-import socket
-import tempfile
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
 
 import keras
+
+from keras_vae import files
+from keras_vae.version import __version__
 
 
 def save_model(model: keras.Model, path) -> Path:
@@ -31,15 +29,8 @@ def save_model(model: keras.Model, path) -> Path:
         # Loading builds the optimizer's slots: save them too, so it matches.
         with model.distribute_strategy.scope():
             optimizer.build(model.trainable_variables)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual file mode
-    try:
+    with files.staged(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -66,9 +57,7 @@ def check_version(saved: str | None, current: str | None = None) -> None:
             Other differences, and a missing version, only warn.
     """
     if current is None:
-        import keras_vae
-
-        current = keras_vae.__version__
+        current = __version__
     if saved is None:
         warnings.warn("keras_vae: this model records no keras_vae version; loading it as "
                       f"keras_vae {current}.", stacklevel=2)
@@ -183,8 +172,6 @@ def load_model(path, compile: bool = True) -> keras.Model:
         ValueError: the file is not a loadable keras_vae model (corrupt,
             hostile, another class, or an incompatible keras_vae version).
     """
-    import keras_vae
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at {path}")
@@ -193,76 +180,7 @@ def load_model(path, compile: bool = True) -> keras.Model:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:
         raise ValueError(f"Cannot load {path} as a keras_vae model: {e}") from e
-    if not isinstance(model, keras_vae.VAE):
-        raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae VAE.")
+    registered = keras.saving.get_registered_name(type(model))
+    if not (isinstance(model, keras.Model) and registered.startswith("keras_vae>")):
+        raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae model.")
     return model
-
-
-@contextlib.contextmanager
-def run_directory(out, overwrite: bool = False):
-    """Yields a temporary directory that becomes `out` only if the block succeeds.
-
-    Raises:
-        FileExistsError: `out` exists and `overwrite` is False (checked before
-            any work starts).
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(
-            f"{out} already exists; choose another --out or pass --overwrite to replace it."
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{out.name}.partial-"
-    _remove_stale_partials(out.parent, prefix)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{_HOST}-{os.getpid()}-", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; a run directory is a normal one
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-_HOST = socket.gethostname().replace("-", "_")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_partials(parent: Path, prefix: str) -> None:
-    """Deletes half-built run directories left by killed processes of this host."""
-    for stale in parent.glob(f"{prefix}*"):
-        host, _, rest = stale.name[len(prefix):].partition("-")
-        pid = rest.split("-", 1)[0]
-        if host == _HOST and pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def scratch_directory():
-    """Yields a temporary directory deleted afterwards (a non-chief worker's run folder)."""
-    tmp = Path(tempfile.mkdtemp(prefix="keras_vae-scratch-"))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

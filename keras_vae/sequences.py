@@ -25,9 +25,11 @@ import keras
 import numpy as np
 from keras import layers
 
+from keras_vae import blocks
 
-def build_lstm(image_shape, latent_dim, num_classes=0, units=64, dense_units=0,
-               unroll=False, initial_log_var=-4.0):
+
+def build_lstm(image_shape, latent_dim, num_classes=0, params_per_pixel=1, units=64,
+               dense_units=0, unroll=False, initial_log_var=-4.0):
     """LSTM encoder and decoder for `(timesteps, features)` sequences.
 
     Encoder: a bidirectional LSTM reads the sequence; its two final hidden
@@ -41,6 +43,7 @@ def build_lstm(image_shape, latent_dim, num_classes=0, units=64, dense_units=0,
         image_shape: `(timesteps, features)`.
         latent_dim: Size of z.
         num_classes: Classes of a conditional model, 0 for none.
+        params_per_pixel: Likelihood parameters per value (outputs per feature).
         units: LSTM units of encoder and decoder.
         dense_units: Optional Dense layer between LSTM state and heads.
         unroll: Unroll the LSTMs (faster on CPU for short sequences).
@@ -52,20 +55,18 @@ def build_lstm(image_shape, latent_dim, num_classes=0, units=64, dense_units=0,
     Raises:
         ValueError: when `image_shape` is not `(timesteps, features)`.
     """
-    from keras_vae import networks  # networks registers this builder: import late
-
     if len(image_shape) != 2:
         raise ValueError(
             f"The lstm architecture needs (timesteps, features) sequences, got "
             f"image_shape={tuple(image_shape)}"
         )
     timesteps, features = image_shape
-    enc_in, dec_in = networks._inputs(image_shape, latent_dim, num_classes)
+    enc_in, dec_in = blocks.inputs(image_shape, latent_dim, num_classes)
     # Bidirectional, as MusicVAE's encoder: a forward LSTM's last state alone
     # remembers the end of the sequence best and trains far more slowly.
     h = layers.Bidirectional(layers.LSTM(units, unroll=unroll), name="encoder_lstm")(
         enc_in[0])  # (batch, 2 * units)
-    h = networks._condition(h, networks._label(enc_in), num_classes, "encoder")
+    h = blocks.condition(h, blocks.label_of(enc_in), num_classes, "encoder")
     if dense_units:
         h = layers.Dense(dense_units, activation="relu", name="encoder_dense")(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
@@ -78,7 +79,7 @@ def build_lstm(image_shape, latent_dim, num_classes=0, units=64, dense_units=0,
                                  initial_log_var))(h)
     encoder = keras.Model(enc_in, [z_mean, z_log_var], name="encoder")
 
-    h = networks._condition(dec_in[0], networks._label(dec_in), num_classes, "decoder")
+    h = blocks.condition(dec_in[0], blocks.label_of(dec_in), num_classes, "decoder")
     if dense_units:
         h = layers.Dense(dense_units, activation="relu", name="decoder_dense")(h)
     state_h = layers.Dense(units, activation="tanh", name="decoder_state_h")(h)
@@ -86,7 +87,7 @@ def build_lstm(image_shape, latent_dim, num_classes=0, units=64, dense_units=0,
     steps = layers.RepeatVector(timesteps, name="decoder_repeat")(h)  # (batch, T, ·)
     h = layers.LSTM(units, return_sequences=True, unroll=unroll, name="decoder_lstm")(
         steps, initial_state=[state_h, state_c])  # (batch, T, units)
-    params = layers.Dense(features, name="logits")(h)  # (batch, T, features)
+    params = layers.Dense(features * params_per_pixel, name="logits")(h)  # (batch, T, F * p)
     decoder = keras.Model(dec_in, params, name="decoder")
     return encoder, decoder
 

@@ -1,5 +1,10 @@
 """Training runs that scale and survive: strategy, precision, seeds, resumable backups.
 
+`run(out, dataset=..., model_config=...)` is everything `keras-vae train`
+does, callable from a notebook: it loads the data, builds and fits the model
+(through `train`), and writes the run directory atomically: `model.keras`,
+`history.json`, `samples.png` and `reconstructions.png`.
+
 `train(make_model, data, ...)` builds and compiles the model inside a
 `tf.distribute` strategy scope, under an optional mixed-precision policy,
 with seeded (optionally op-deterministic) randomness, and fits it with:
@@ -20,15 +25,15 @@ Example:
 ...     strategy="mirrored", mixed_precision=True, backup_dir="runs/digits.backup")
 >>> result.model.sample(4, seed=0).shape
 (4, 8, 8, 1)
+>>> keras_vae.training.run("runs/digits", dataset="digits", epochs=5,
+...                        model_config={"arch": "mlp", "latent_dim": 8})
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -39,7 +44,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import distribute, saving
+from keras_vae import data as data_lib
+from keras_vae import distribute, files, pictures, saving
+from keras_vae.vae import VAE
 
 BACKUP_FORMAT = 1
 
@@ -109,27 +116,6 @@ def _finite_loss(logs) -> bool:
     return loss is None or bool(np.isfinite(loss))
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomically(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_model_on_chief(model: keras.Model, path, strategy=None) -> Path | None:
     """Saves `model` atomically on the chief; other workers save to a scratch file.
 
@@ -141,11 +127,8 @@ def save_model_on_chief(model: keras.Model, path, strategy=None) -> Path | None:
     """
     if distribute.is_chief(strategy):
         return saving.save_model(model, path)
-    scratch = tempfile.mkdtemp(prefix="keras_vae-worker-")
-    try:
-        saving.save_model(model, Path(scratch) / Path(path).name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with files.scratch_directory() as scratch:
+        saving.save_model(model, scratch / Path(path).name)
     return None
 
 
@@ -218,7 +201,7 @@ class Backup(keras.callbacks.BackupAndRestore):
             problem = None
             if not path.is_file():
                 problem = "missing"
-            elif _sha256(path) != entry["sha256"]:
+            elif files.sha256_of(path) != entry["sha256"]:
                 problem = "checksum mismatch (corrupt or partly written)"
             else:
                 try:
@@ -252,23 +235,15 @@ class Backup(keras.callbacks.BackupAndRestore):
         folder.mkdir(parents=True, exist_ok=True)
         epoch = int(self._current_epoch)
         name = f"epoch-{epoch:05d}.weights.h5"
-        fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".weights.h5", dir=folder)
-        os.close(fd)
-        try:
+        with files.staged(folder / name) as tmp:
             self.model.save_weights(tmp, overwrite=True)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        entries = [{"epoch": epoch, "file": name, "sha256": _sha256(folder / name)}]
+        entries = [{"epoch": epoch, "file": name, "sha256": files.sha256_of(folder / name)}]
         try:
             old = json.loads(self.state_path.read_text())["epochs"]
             entries += [e for e in old if int(e["epoch"]) < epoch][:1]
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        _write_json_atomically({"format": BACKUP_FORMAT, "epochs": entries}, self.state_path)
+        files.write_json({"format": BACKUP_FORMAT, "epochs": entries}, self.state_path, indent=1)
         keep = {e["file"] for e in entries} | {"state.json"}
         for f in folder.glob("epoch-*.weights.h5"):
             if f.name not in keep:
@@ -359,6 +334,7 @@ def train(make_model: Callable[[], keras.Model] | keras.Model, data,
         set_seed(seed, deterministic)
     elif deterministic:
         tf.config.experimental.enable_op_determinism()
+    backup = None
     policy = precision_policy(mixed_precision)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -405,3 +381,103 @@ def train(make_model: Callable[[], keras.Model] | keras.Model, data,
             "Lower the learning rate."
         )
     return TrainResult(model, history, seconds)
+
+
+# --------------------------------------------------------------------- run
+
+
+class RunResult(NamedTuple):
+    """What `run` returns: the fitted model, its `History`, seconds in `fit`, the run folder."""
+
+    model: keras.Model
+    history: keras.callbacks.History
+    seconds: float
+    out: Path | None
+
+
+def run(out, *, dataset: str = "digits", split: str = "train", batch_size: int = 64,
+        validation_split: float = 0.1, binarize: str | None = "dynamic", data_dir=None,
+        model_class: type = VAE, model_config: dict | None = None, conditional: bool = False,
+        epochs: int = 30, learning_rate: float = 1e-3, strategy="default",
+        mixed_precision: bool | str = False, seed: int = 0, deterministic: bool = False,
+        resume: bool = False, backup_dir=None, checkpoint=None, overwrite: bool = False,
+        verbose: int | str = "auto", record: dict | None = None) -> RunResult:
+    """Trains a model on a data source and writes a run directory: `keras-vae train` in Python.
+
+    The run directory is built under a temporary name and appears only when
+    everything in it is written: `model.keras`, `history.json` (the history,
+    seconds of training and `record`), `samples.png` (64 prior samples, every
+    class in turn for a conditional model) and `reconstructions.png`. Under a
+    multi-worker strategy only the chief writes it; every worker trains.
+
+    Args:
+        out: The run directory to create.
+        dataset: A source for `keras_vae.data.load` (TFDS name, `digits`, path).
+        split: Its split, e.g. `train[:7000]`.
+        batch_size: The global batch size.
+        validation_split: Fraction of the split held out for validation (0: none).
+        binarize: `"dynamic"`, `"static"` or None (see `keras_vae.data.load`).
+        data_dir: TFDS data directory.
+        model_class: The keras_vae model class to build.
+        model_config: Its constructor arguments (`latent_dim`, `arch`, ...);
+            `image_shape` comes from the data, `num_classes` too when
+            `conditional`, and `seed` defaults to `seed`.
+        conditional: Condition on the data's labels.
+        epochs, learning_rate, strategy, mixed_precision, deterministic,
+            checkpoint, verbose: As for `train`.
+        seed: The one seed of the run: global generators (set once, before the
+            data pipelines, which derive their seeds from it), shuffling,
+            binarization, the model's noise, the pictures.
+        resume: Back up each epoch to `backup_dir` (default `OUT.backup`) and
+            continue from it when run again.
+        overwrite: Replace an existing `out`.
+        record: JSON-able settings stored in `history.json` under `args`.
+
+    Returns:
+        `RunResult(model, history, seconds, out)`; `out` is None on non-chief workers.
+
+    Raises:
+        FileExistsError: `out` exists and `overwrite` is False (before any work).
+        ValueError: bad data, model settings or unknown names.
+        TrainingDiverged: the loss or weights became non-finite.
+    """
+    # First: a multi-worker strategy must start before any other TensorFlow op.
+    strategy = distribute.get(strategy)
+    chief = distribute.is_chief(strategy)  # other workers write to a scratch folder
+    folder = (files.run_directory(out, overwrite=overwrite) if chief
+              else files.scratch_directory())
+    with folder as tmp:
+        # Before the data: TF derives pipeline seeds from the global seed too.
+        set_seed(seed, deterministic)
+        loaded = data_lib.load(dataset, split, batch_size=batch_size,
+                               validation_fraction=validation_split, binarize=binarize,
+                               seed=seed, data_dir=data_dir)
+        train_ds, val_ds = loaded if validation_split > 0 else (loaded, None)
+        config = {"seed": seed, **(model_config or {}),
+                  "image_shape": tuple(train_ds.element_spec[0].shape[1:])}
+        if conditional:
+            config["num_classes"] = data_lib.count_classes(train_ds)
+
+        def make_model():  # runs inside the strategy's scope, under the precision policy
+            return model_class(**config)
+
+        model, history, seconds = train(
+            make_model, train_ds, val_ds, epochs=epochs, learning_rate=learning_rate,
+            strategy=strategy, mixed_precision=mixed_precision, seed=None,
+            deterministic=False,  # seeded (and made deterministic) once, above
+            backup_dir=(backup_dir or os.path.normpath(out) + ".backup") if resume else None,
+            checkpoint_path=checkpoint, verbose=verbose)
+        saving.save_model(model, tmp / "model.keras")  # every worker takes part
+        if not chief:
+            return RunResult(model, history, seconds, None)
+        files.write_json({"history": history.history, "seconds": seconds,
+                          "args": record or {}}, tmp / "history.json")
+        num_classes = getattr(model, "num_classes", 0)
+        class_ids = list(range(num_classes)) if num_classes else None
+        pictures.save_grid(model.sample(64, seed=seed, class_ids=class_ids),
+                           tmp / "samples.png")
+        x, y = (t.numpy() for t in next(iter((val_ds or train_ds).unbatch().batch(32))))
+        labels = y if num_classes else None
+        pictures.save_reconstructions(x, model.reconstruct(x, labels),
+                                      tmp / "reconstructions.png")
+    return RunResult(model, history, seconds, Path(out))

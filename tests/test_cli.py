@@ -69,7 +69,7 @@ def test_existing_out_is_refused_and_kept(trained_run):
 @pytest.mark.parametrize("args, message", [
     (["train", "--dataset", "no_such_data", "--out", "{tmp}/r"], "not a TFDS name"),
     (["train", "--dataset", "digits", "--likelihood", "poisson", "--out", "{tmp}/r"],
-     "valid names"),
+     "invalid choice: 'poisson' (choose from 'bernoulli'"),  # the registry's names
     (["evaluate", "{tmp}/missing.keras"], "No model file"),
     (["train", "--dataset", "digits", "--arch-options", "{{dense: 8}}", "--out", "{tmp}/r"],
      "not valid JSON"),

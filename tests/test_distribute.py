@@ -35,7 +35,7 @@ MIRRORED_SCRIPT = textwrap.dedent('''
     class NaiveVAE(keras_vae.VAE):
         """The classic bug: the *local* mean, so N replicas take N-times steps."""
         def train_step(self, data):
-            x, labels, target = self._unpack(data)
+            x, labels, target = keras_vae.data.unpack_batch(data, self.num_classes)
             with tf.GradientTape() as tape:
                 terms = self.elbo_terms(x, labels, target, training=True)
                 per_example = self.per_example_loss(terms)

@@ -20,10 +20,10 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 import keras_vae
-import keras_vae_export
+import keras_vae.export
 from keras_vae import pictures
-from keras_vae_export import edge_io, parity
-from keras_vae_export.litert_format import op_names
+from keras_vae.export import edge_io, parity
+from keras_vae.export.litert_format import op_names
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT_SRC = ROOT / "export"
@@ -63,7 +63,7 @@ def full(shared, make_vae, tmp_path_factory):
     if "full" not in shared:
         model = make_vae("conv", latent_dim=LATENT)
         out = tmp_path_factory.mktemp("export") / "full"
-        manifest = keras_vae_export.export(model, out, quantize=("fp16", "int8"))
+        manifest = keras_vae.export.export(model, out, quantize=("fp16", "int8"))
         shared["full"] = model, out, manifest
     return shared["full"]
 
@@ -74,7 +74,7 @@ def conditional(shared, make_vae, tmp_path_factory):
     if "conditional" not in shared:
         model = make_vae("mlp", latent_dim=LATENT, num_classes=4)
         out = tmp_path_factory.mktemp("export") / "conditional"
-        manifest = keras_vae_export.export(
+        manifest = keras_vae.export.export(
             model, out, formats="onnx,tflite", quantize="int8_full", graphs=("decoder",),
             class_names=["zero", "one", "two", "three"])
         shared["conditional"] = model, out, manifest
@@ -187,7 +187,7 @@ def _conv_model(weight, strides=(1, 1), pads=(1, 1, 1, 1)):
 
 
 def test_narrow_convs_become_exact_transposed_convs():
-    from keras_vae_export.onnx_format import transpose_narrow_convs
+    from keras_vae.export.onnx_format import transpose_narrow_convs
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 30, 9, 9), dtype=np.float32)
@@ -224,7 +224,7 @@ def test_narrow_convs_become_exact_transposed_convs():
 def test_decoder_last_conv_is_transposed_in_onnx(tmp_path):
     model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=LATENT, arch="conv", seed=0,
                           arch_options={"filters": [16, 16], "dense_units": 8})
-    manifest = keras_vae_export.export(model, tmp_path / "e", formats="onnx",
+    manifest = keras_vae.export.export(model, tmp_path / "e", formats="onnx",
                                        graphs=("decoder", "scorer"))
     for e in manifest["files"]:
         proto = onnx.load(str(tmp_path / "e" / e["path"]))
@@ -270,7 +270,8 @@ def test_manifest_describes_every_file(full):
                  "decoder.int8_dynamic.tflite", "decoder.int8_full.tflite"}
     listed = {e["path"] for e in manifest["files"]}
     assert listed == expected
-    assert {p.name for p in out.iterdir()} == expected | {"manifest.json"}  # no stray temp
+    bundle = set(keras_vae.export.DEVICE_FILES) | {"README.md"}
+    assert {p.name for p in out.iterdir()} == expected | bundle | {"manifest.json"}  # no temp
 
     for e in manifest["files"]:
         path = out / e["path"]
@@ -338,7 +339,7 @@ def _transposed_conv_numpy(x, kernel, bias):
 
 
 def test_subpixel_form_equals_transposed_conv():
-    from keras_vae_export import subpixel
+    from keras_vae.export import subpixel
 
     rng = np.random.default_rng(0)
     for height, width, filters in ((7, 7, 5), (4, 6, 1)):
@@ -379,7 +380,7 @@ def test_subpixel_interleaves_after_the_activation(make_vae):
     # int8 files quantize each CONV_2D output; with bias and ReLU before the depth-to-space
     # the converter fuses them and the range quantized is the post-ReLU one (a trained demo
     # decoder: 41.9 dB PSNR, against 37.2 dB with the interleave first).
-    from keras_vae_export import graphs
+    from keras_vae.export import graphs
 
     traced = graphs.trace(make_vae("conv", latent_dim=LATENT), "decoder", subpixel=True)
     ops = traced.concrete.graph.get_operations()
@@ -393,7 +394,7 @@ def test_subpixel_interleaves_after_the_activation(make_vae):
 
 def test_blocker_really_blocks(edge):
     env = {"PYTHONPATH": str(edge / "blocker"), "PATH": "/usr/bin:/bin"}
-    for module in ("tensorflow", "keras", "keras_vae", "keras_vae_export", "tf2onnx"):
+    for module in ("tensorflow", "keras", "keras_vae", "keras_vae.export", "tf2onnx"):
         r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
                            text=True, env=env, timeout=60)
         assert r.returncode != 0 and "test blocker" in r.stderr, module
@@ -557,7 +558,7 @@ def test_samplers_fail_cleanly(full, edge, tmp_path, case):
 def test_manifest_of_another_model_is_refused(full, make_vae, edge, tmp_path):
     _, out, _ = full
     keras.utils.set_random_seed(1)
-    other = keras_vae_export.export(make_vae("conv", latent_dim=LATENT), tmp_path / "other",
+    other = keras_vae.export.export(make_vae("conv", latent_dim=LATENT), tmp_path / "other",
                                     formats="onnx", graphs="decoder")
     broken = _copy(out, tmp_path)
     (broken / "manifest.json").write_text(json.dumps(other))
@@ -585,24 +586,24 @@ def test_refuses_decoder_with_random_ops(make_vae, tmp_path):
     z = keras.Input((LATENT,), name="z")
     logits = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64)(AlwaysNoisy()(z)))
     model = keras_vae.VAE(base.encoder, keras.Model([z], logits, name="decoder"))
-    for fn, name in ((keras_vae_export.export_onnx, "decoder.onnx"),
-                     (keras_vae_export.export_tflite, "decoder.tflite"),
-                     (keras_vae_export.export_saved_model, "decoder_savedmodel")):
-        with pytest.raises(keras_vae_export.ExportError, match="random ops.*Random"):
+    for fn, name in ((keras_vae.export.export_onnx, "decoder.onnx"),
+                     (keras_vae.export.export_tflite, "decoder.tflite"),
+                     (keras_vae.export.export_saved_model, "decoder_savedmodel")):
+        with pytest.raises(keras_vae.export.ExportError, match="random ops.*Random"):
             fn(model, tmp_path / name)
         assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp file
-    with pytest.raises(keras_vae_export.ExportError, match="random ops"):
-        keras_vae_export.export(model, tmp_path / "all", formats="onnx")
+    with pytest.raises(keras_vae.export.ExportError, match="random ops"):
+        keras_vae.export.export(model, tmp_path / "all", formats="onnx")
     assert not (tmp_path / "all").exists()
     # The encoder and scorer of that model are deterministic and do export.
-    e = keras_vae_export.export_onnx(model, tmp_path / "encoder.onnx", graph="encoder")
+    e = keras_vae.export.export_onnx(model, tmp_path / "encoder.onnx", graph="encoder")
     assert e["parity"]["max_abs_error"] <= 1e-5
 
 
 def test_untrained_model_exports(make_vae, tmp_path):
     model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=2, arch="mlp",
                           arch_options={"hidden_units": [8]})  # never compiled or called
-    e = keras_vae_export.export_onnx(model, tmp_path / "decoder.onnx")
+    e = keras_vae.export.export_onnx(model, tmp_path / "decoder.onnx")
     z = keras_vae.prior_z(3, 2, seed=0)
     got = ort.InferenceSession(str(tmp_path / "decoder.onnx")).run(["x"], {"z": z})[0]
     np.testing.assert_allclose(got, decode(model, z), atol=1e-5)
@@ -617,7 +618,7 @@ def test_mixed_precision_model_exports_float32(make_vae, tmp_path, policy):
     finally:
         keras.config.set_dtype_policy("float32")
     assert model.decoder.layers[-2].compute_dtype == policy.removeprefix("mixed_")
-    manifest = keras_vae_export.export(model, tmp_path / "mixed", formats="onnx,tflite",
+    manifest = keras_vae.export.export(model, tmp_path / "mixed", formats="onnx,tflite",
                                        graphs="decoder")
     assert manifest["model"]["trained_dtype_policy"] == policy
     proto = onnx.load(str(tmp_path / "mixed" / "decoder.onnx"))
@@ -643,22 +644,22 @@ def test_mixed_precision_model_exports_float32(make_vae, tmp_path, policy):
 def test_bad_arguments_are_named(full, tmp_path):
     model = full[0]
     with pytest.raises(ValueError, match="valid names.*onnx"):
-        keras_vae_export.export(model, tmp_path / "a", formats="pdf")
+        keras_vae.export.export(model, tmp_path / "a", formats="pdf")
     with pytest.raises(ValueError, match="needs format tflite"):
-        keras_vae_export.export(model, tmp_path / "b", formats="onnx", quantize="fp16")
+        keras_vae.export.export(model, tmp_path / "b", formats="onnx", quantize="fp16")
     with pytest.raises(ValueError, match="float32 only"):
-        keras_vae_export.export_saved_model(model, tmp_path / "c", quantize="int8_full")
+        keras_vae.export.export_saved_model(model, tmp_path / "c", quantize="int8_full")
     with pytest.raises(ValueError, match="valid names"):
-        keras_vae_export.export_onnx(model, tmp_path / "d.onnx", graph="generator")
+        keras_vae.export.export_onnx(model, tmp_path / "d.onnx", graph="generator")
     with pytest.raises(FileExistsError):
-        keras_vae_export.export(model, full[1], formats="onnx")
+        keras_vae.export.export(model, full[1], formats="onnx")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_check_leaves_no_file(full, tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "FP32_TOLERANCE", -1.0)  # every comparison now fails
-    with pytest.raises(keras_vae_export.ExportError, match="tolerance"):
-        keras_vae_export.export_tflite(full[0], tmp_path / "decoder.tflite")
+    with pytest.raises(keras_vae.export.ExportError, match="tolerance"):
+        keras_vae.export.export_tflite(full[0], tmp_path / "decoder.tflite")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -427,12 +427,12 @@ def test_encoder_emitting_extreme_log_variance_trains_finitely(raw):
 @pytest.mark.skipif(not (ROOT / "export" / "sample_onnx.py").exists(),
                     reason="the edge samplers are not there yet")
 def test_sampler_given_a_truncated_model_exits_cleanly(tmp_path):
-    import keras_vae_export
+    import keras_vae.export
 
     model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=2, arch="mlp",
                           arch_options={"hidden_units": [8]}, seed=0)
     out = tmp_path / "export"
-    keras_vae_export.export(model, out, formats=("onnx",), graphs=("decoder",))
+    keras_vae.export.export(model, out, formats=("onnx",), graphs=("decoder",))
     onnx_file = out / "decoder.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
     for name in ("sample_onnx.py", "edge_io.py"):

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_vae import training
+from keras_vae import files, training
 
 RUN = textwrap.dedent('''
     import json, sys, time
@@ -223,17 +223,16 @@ def test_empty_backup_folder_starts_fresh(tmp_path, images):
 
 
 def test_run_directory_removes_partials_of_killed_runs(tmp_path):
-    from keras_vae import saving
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".run.partial-{saving._HOST}-{dead.pid}-abc123"
-    live = tmp_path / f".run.partial-{saving._HOST}-{os.getpid()}-def456"
+    stale = tmp_path / f".run.partial-{files.HOST}-{dead.pid}-abc123"
+    live = tmp_path / f".run.partial-{files.HOST}-{os.getpid()}-def456"
     other_host = tmp_path / f".run.partial-elsewhere-{dead.pid}-ghi789"
     for d in (stale, live, other_host):
         (d / "model.keras").parent.mkdir()
         (d / "model.keras").write_bytes(b"half")
-    with saving.run_directory(tmp_path / "run") as tmp:
+    with files.run_directory(tmp_path / "run") as tmp:
         (tmp / "model.keras").write_bytes(b"whole")
     assert not stale.exists()  # its process is gone
     assert live.exists() and other_host.exists()  # may still be in use

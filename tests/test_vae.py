@@ -221,15 +221,15 @@ def test_run_directory_is_never_half_written(tmp_path):
     out.mkdir()
     (out / "model.keras").write_text("old")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        with keras_vae.saving.run_directory(out):
+        with keras_vae.files.run_directory(out):
             pass
     with pytest.raises(RuntimeError):
-        with keras_vae.saving.run_directory(out, overwrite=True) as tmp:
+        with keras_vae.files.run_directory(out, overwrite=True) as tmp:
             (tmp / "model.keras").write_text("new, half written")
             raise RuntimeError("killed")
     assert (out / "model.keras").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
-    with keras_vae.saving.run_directory(out, overwrite=True) as tmp:
+    with keras_vae.files.run_directory(out, overwrite=True) as tmp:
         (tmp / "model.keras").write_text("new")
     assert (out / "model.keras").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -246,7 +246,8 @@ def test_batches_unpack_into_inputs_labels_and_clean_targets(make_vae, tiny_imag
         (([x, labels],), labels, None),
         (([x, labels], clean), labels, clean),  # conditional denoising
     ]:
-        got_x, got_labels, got_target = cvae._unpack(tf.nest.map_structure(tf.constant, batch))
+        got_x, got_labels, got_target = keras_vae.data.unpack_batch(
+            tf.nest.map_structure(tf.constant, batch), cvae.num_classes)
         np.testing.assert_array_equal(got_x, x)
         for got, want in ((got_labels, want_labels), (got_target, want_target)):
             assert (got is None) == (want is None)

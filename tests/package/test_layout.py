@@ -1,0 +1,177 @@
+"""The floor plan: no import cycles, the device side imports nothing of ours, names resolve."""
+
+import ast
+import importlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {"keras_vae": ROOT / "keras_vae", "keras_vae.export": ROOT / "export"}
+DEVICE = ("edge_io", "sample_onnx", "sample_litert")
+
+
+def _modules() -> dict:
+    """`{dotted name: path}` of every module of the package, `__init__` files included."""
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            parts = [p for p in path.relative_to(folder).with_suffix("").parts if p != "__init__"]
+            if "node_modules" in path.parts:
+                continue
+            name = ".".join([package, *parts])
+            if name.startswith("keras_vae.export") and package == "keras_vae":
+                continue
+            found[name] = path
+    return found
+
+
+def _imports(path: Path, name: str, modules: dict) -> set:
+    """Modules of ours that `path` imports, at any depth of its code (late imports too)."""
+    edges = set()
+    is_package = path.name == "__init__.py"
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                       for a in node.names]
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                edges.add(target)
+    return edges
+
+
+PACKAGE_INITS = ("keras_vae", "keras_vae.data", "keras_vae.export")
+
+
+def _cycles(graph: dict) -> list:
+    """Every cycle a depth-first walk of `{module: imported modules}` meets."""
+    state, stack, cycles = {}, [], []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            # A package's __init__ runs before its modules and re-exports them:
+            # a module "importing" its own package is Python's order, not a loop.
+            if nxt in PACKAGE_INITS and node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_between_modules():
+    modules = _modules()
+    graph = {name: _imports(path, name, modules) for name, path in modules.items()}
+    assert graph["keras_vae.vae"] >= {"keras_vae.priors", "keras_vae.data"}  # edges are read
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_test_finds_a_planted_cycle(tmp_path):
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("import keras_vae.b\n")
+    b.write_text("def f():\n    from keras_vae import a\n")
+    modules = {"keras_vae.a": a, "keras_vae.b": b}
+    assert _imports(a, "keras_vae.a", modules) == {"keras_vae.b"}
+    assert _imports(b, "keras_vae.b", modules) == {"keras_vae.a"}  # late imports count
+    graph = {"keras_vae.a": {"keras_vae.b"}, "keras_vae.b": {"keras_vae.a"}}
+    assert _cycles(graph) == ["keras_vae.a -> keras_vae.b -> keras_vae.a"]
+    assert _cycles({"keras_vae.a": {"keras_vae.b"}, "keras_vae.b": set()}) == []
+
+
+@pytest.mark.parametrize("module", DEVICE)
+def test_device_code_imports_only_the_standard_library_numpy_and_its_runtime(module):
+    modules = _modules()
+    path = PACKAGES["keras_vae.export"] / f"{module}.py"
+    ours = _imports(path, f"keras_vae.export.{module}", modules)
+    assert ours <= {f"keras_vae.export.{m}" for m in DEVICE}, ours
+    third_party = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            third_party |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            third_party.add(node.module.split(".")[0])
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "ai_edge_litert", "PIL",
+                                             "edge_io"}
+    assert third_party <= allowed, third_party - allowed
+
+
+def test_device_code_runs_with_tensorflow_keras_and_the_library_unimportable(tmp_path):
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "keras_vae", "tf2onnx"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        sys.path.insert(0, {str(ROOT / "export")!r})
+        import edge_io, sample_onnx, sample_litert
+        z = edge_io.sample_prior({{"type": "mixture", "weights": [1, 3], "means": [[0, 0], [5, 5]],
+                                  "log_vars": [[0, 0], [-2, -2]]}}, 4, 2, seed=0)
+        print(z.shape, edge_io.slerp(z[0], z[1], 3).shape)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(4, 2) (3, 2)"
+
+
+def test_every_module_the_docs_use_is_an_attribute_after_import_keras_vae():
+    import keras_vae
+
+    for name in ("training", "distribute", "data", "evaluation", "latent", "anomaly", "saving",
+                 "files", "priors", "posterior", "likelihoods", "networks", "export",
+                 "objectives", "pictures", "callbacks", "corruption", "augmentation"):
+        assert importlib.import_module(f"keras_vae.{name}") is getattr(keras_vae, name)
+    assert callable(keras_vae.training.run) and callable(keras_vae.distribute.get)
+    assert callable(keras_vae.export.export) and callable(keras_vae.export.export_onnx)
+
+
+def test_every_registry_registers_and_lists_valid_names_on_a_miss():
+    import keras_vae
+    from keras_vae.registry import Registry
+
+    registries = [keras_vae.networks.ARCHITECTURES, keras_vae.likelihoods.LIKELIHOODS,
+                  keras_vae.priors.PRIORS, keras_vae.posterior.POSTERIORS,
+                  keras_vae.data.NAMED_SOURCES, keras_vae.distribute.STRATEGIES,
+                  keras_vae.objectives.SCHEDULES, keras_vae.anomaly.SCORES,
+                  keras_vae.latent.INTERPOLATIONS, keras_vae.corruption.CORRUPTIONS,
+                  keras_vae.export.FORMATS]
+    for registry in registries:
+        assert isinstance(registry, Registry)
+        with pytest.raises(ValueError, match="valid names: \\[") as err:
+            registry.get("no-such-name")
+        assert sorted(registry)[0] in str(err.value)
+    table = Registry("widget", {"a": 1})
+    table.register("b", 2)
+    assert table.get("b") == 2
+    with pytest.raises(ValueError, match="already registered"):
+        table.register("a", 3)
+
+    @table.register("c")
+    def c():
+        return 3
+
+    assert table.get("c") is c
