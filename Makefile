@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data/mnist-8k
 RUN ?= saved_models/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest tests
+
+# The inner loop: everything but the subprocess-heavy, real-data and benchmark runs.
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -15,6 +15,8 @@ import tensorflow as tf
 
 from keras_vae import distribute
 
+pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
+
 MIRRORED_SCRIPT = textwrap.dedent('''
     import json, sys
     import tensorflow as tf

@@ -13,6 +13,9 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
 
 WORKER = textwrap.dedent('''
     import sys

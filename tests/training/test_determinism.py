@@ -12,6 +12,9 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
 
 SCRIPT = textwrap.dedent('''
     import json, sys

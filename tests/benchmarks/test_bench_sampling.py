@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
+
+ROOT = Path(__file__).resolve().parents[2]
 
 RUNTIMES = [
     "keras predict", "keras tf.function", "keras tf.function XLA", "savedmodel",

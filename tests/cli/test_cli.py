@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 
+pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
+
 def keras_vae(*args, check=True):
     result = subprocess.run([sys.executable, "-m", "keras_vae.cli", *map(str, args)],
                             capture_output=True, text=True)

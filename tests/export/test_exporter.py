@@ -25,7 +25,7 @@ from keras_vae import pictures
 from keras_vae.export import edge_io, parity
 from keras_vae.export.litert_format import op_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPORT_SRC = ROOT / "export"
 LATENT = 3
 

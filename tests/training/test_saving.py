@@ -28,7 +28,7 @@ import keras_vae
 from keras_vae import cli, saving, training
 from keras_vae.posterior import LOG_VAR_MAX, LOG_VAR_MIN, DiagonalGaussian
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------ helpers
