@@ -41,22 +41,33 @@ def edge_io():
     return module
 
 
-def export_model(model, out_dir: Path) -> dict:
+def export_model(model, out_dir: Path, **kwargs) -> dict:
     """ONNX export of a model: the one place the tests name the exporter."""
     import keras_vae_export  # becomes keras_vae.export
 
-    return keras_vae_export.export(model, out_dir, formats="onnx")
+    return keras_vae_export.export(model, out_dir, formats="onnx", **kwargs)
+
+
+def _tiny_vae(**kwargs):
+    import keras_vae
+
+    return keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=3, arch="mlp",
+                         arch_options={"hidden_units": [16]}, seed=0, **kwargs)
 
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> Path:
     """An untrained 8x8x1 MLP VAE with a 3-dimensional latent space, exported to ONNX."""
-    import keras_vae
-
-    model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=3, arch="mlp",
-                          arch_options={"hidden_units": [16]}, seed=0)
     out = tmp_path_factory.mktemp("web") / "export"
-    export_model(model, out)
+    export_model(_tiny_vae(), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_export(tmp_path_factory) -> Path:
+    """The same with 3 named classes: the decoder and scorer take an int32 `label`."""
+    out = tmp_path_factory.mktemp("web") / "export"
+    export_model(_tiny_vae(num_classes=3), out, class_names=["circle", "square", "star"])
     return out
 
 
@@ -82,19 +93,26 @@ class OnnxScorer:
         self.shape = tuple(manifest["image"]["shape"])
         self.meaning = manifest["graphs"]["scorer"]["meaning"]
         self.threshold = threshold
+        self.num_classes = int(manifest.get("num_classes") or 0)
 
-    def scores(self, images) -> np.ndarray:
+    def scores(self, images, labels=None) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4 or images.shape[1:] != self.shape:
             raise ValueError(f"images must have shape (n, {', '.join(map(str, self.shape))}), "
                              f"got {images.shape}")
         if not np.all((images >= 0) & (images <= 1)):
             raise ValueError("image values must be finite and in [0, 1]")
-        eps = np.zeros((len(images), self.latent_dim), np.float32)
-        return self.session.run(None, {"image": images, "eps": eps})[0]
+        feeds = {"image": images, "eps": np.zeros((len(images), self.latent_dim), np.float32)}
+        if self.num_classes:
+            labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
+            if labels.shape != (len(images),) or np.any((labels < 0) | (labels >= self.num_classes)):
+                raise ValueError(f"a conditional export needs one label in [0, {self.num_classes}) "
+                                 "per image")
+            feeds["label"] = labels.astype(np.int32)
+        return self.session.run(None, feeds)[0]
 
     def answer(self, body: dict) -> dict:
-        scores = self.scores(body["images"])
+        scores = self.scores(body["images"], body.get("labels"))
         flags = [None if self.threshold is None else bool(s > self.threshold) for s in scores]
         return {"scores": scores.tolist(), "threshold": self.threshold, "is_anomaly": flags,
                 "score": self.meaning}
@@ -174,9 +192,11 @@ class PageServer:
         self.thread.join(timeout=5)
 
 
-def serve_page(export_dir: Path, threshold: float | None = None) -> PageServer:
-    """The server the page tests talk to (swap here for export/serve.py)."""
-    return PageServer(export_dir, threshold)
+@pytest.fixture(scope="session")
+def serve_page():
+    """`serve_page(export_dir, threshold=None)`: a context manager serving the page and the
+    export at `.url`, with its scorer at `.scorer` (swap here for export/serve.py)."""
+    return PageServer
 
 
 # --------------------------------------------------------------- the browser
