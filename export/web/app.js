@@ -299,6 +299,8 @@ function setupPad() {
   const canvas = $("pad");
   canvas.width = w * pad.k;
   canvas.height = h * pad.k;
+  canvas.style.width = `${canvas.width}px`; // one CSS pixel per pad pixel
+  canvas.style.height = `${canvas.height}px`;
   pad.canvas = canvas;
   pad.ctx = canvas.getContext("2d", { willReadFrequently: true });
   clearPad();

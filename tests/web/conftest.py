@@ -64,6 +64,18 @@ def tiny_export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_rgb_export(tmp_path_factory) -> Path:
+    """A non-square RGB model: 6x10x3 images, a 2-dimensional latent space."""
+    import keras_vae
+
+    model = keras_vae.VAE(image_shape=(6, 10, 3), latent_dim=2, arch="mlp",
+                          arch_options={"hidden_units": [16]}, seed=0)
+    out = tmp_path_factory.mktemp("web") / "export"
+    export_model(model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_conditional_export(tmp_path_factory) -> Path:
     """The same with 3 named classes: the decoder and scorer take an int32 `label`."""
     out = tmp_path_factory.mktemp("web") / "export"

@@ -199,7 +199,7 @@ def test_uploaded_png_is_scored_at_its_pixels(page, server, tmp_path):
 
     pixels = np.random.default_rng(1).integers(0, 256, (8, 8), dtype=np.uint8)
     path = tmp_path / "digit.png"
-    Image.fromarray(pixels, mode="L").save(path)
+    Image.fromarray(pixels).save(path)
     scored(page, lambda: page.set_input_files("#upload", str(path)))
     sent = np.asarray(page.evaluate("() => Array.from(window.kerasVae.last.score.image)"),
                       np.float32).reshape(1, 8, 8, 1)
@@ -218,6 +218,32 @@ def test_bad_seed_is_a_clear_message(page):
     page.click("#sample")
     settle(page)
     assert page.inner_text("#samples-error") == ""
+
+
+def test_missing_runtime_and_service_errors_are_shown(browser, server):
+    """No onnxruntime-web under /ort/, or a 4xx from /v1/score: one clear line on the page."""
+    page = browser.new_page()
+    try:
+        page.route("**/ort/**", lambda route: route.fulfill(status=404, body="{}"))
+        page.goto(server.url)
+        with pytest.raises(Exception, match="onnxruntime-web did not load"):
+            page.evaluate("() => window.kerasVae.ready")
+        status = page.inner_text("#status")
+        assert status.startswith("Not ready: onnxruntime-web did not load from ")
+        assert status.endswith("npm ci --prefix export/web")
+    finally:
+        page.close()
+    page = open_page(browser, server)
+    try:
+        page.route("**/v1/score", lambda route: route.fulfill(
+            status=400, content_type="application/json",
+            body='{"error": "images must have shape (n, 8, 8, 1)"}'))
+        page.click("#score")
+        settle(page)
+        assert page.inner_text("#score-error") == (
+            "POST v1/score answered 400: images must have shape (n, 8, 8, 1)")
+    finally:
+        page.close()
 
 
 def test_screenshot(page, tmp_path):
@@ -274,6 +300,36 @@ def test_conditional_export_has_a_class_picker(browser, serve_page, tiny_conditi
             np.testing.assert_allclose(result["scores"], server.scorer.scores(image, [1]),
                                        rtol=1e-6)
             assert page.inner_text("#score-threshold") == "not calibrated"
+            assert page.errors == []
+        finally:
+            page.close()
+
+
+def test_rgb_non_square_export(browser, serve_page, tiny_rgb_export, edge_io, tmp_path):
+    from PIL import Image
+
+    with serve_page(tiny_rgb_export) as server:
+        page = open_page(browser, server)
+        try:
+            page.fill("#seed", "4")
+            page.select_option("#count", "16")
+            page.click("#sample")
+            settle(page)
+            images = np.reshape(page.evaluate("() => Array.from(window.kerasVae.last.grid.images)"),
+                                (16, 6, 10, 3))
+            ref = onnx_decode(tiny_rgb_export, edge_io.prior_z(16, 2, 4))
+            np.testing.assert_allclose(images, ref, atol=1e-5)
+            shown = canvas_rgba(page, "grid")[..., :3].astype(int)
+            assert np.abs(shown - edge_io.grid(ref)).max() <= 1  # colour channels in place
+            # A 10x6 RGB PNG goes to the scorer as its own pixels.
+            pixels = np.random.default_rng(2).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "rgb.png")
+            scored(page, lambda: page.set_input_files("#upload", str(tmp_path / "rgb.png")))
+            sent = np.asarray(page.evaluate("() => Array.from(window.kerasVae.last.score.image)"),
+                              np.float32).reshape(1, 6, 10, 3)
+            np.testing.assert_allclose(sent[0], pixels / 255, atol=1e-6)
+            score = page.evaluate("() => window.kerasVae.last.score.response.scores[0]")
+            np.testing.assert_allclose(score, server.scorer.scores(sent)[0], rtol=1e-6)
             assert page.errors == []
         finally:
             page.close()
