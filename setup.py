@@ -20,6 +20,7 @@ DEV = [
     "nbformat>=5.9",
     "ipykernel>=6.29",
     "ruff>=0.5",
+    "playwright>=1.40",  # drives Debian's chromium in the browser tests; downloads no browser
 ]
 
 setup(

@@ -43,9 +43,9 @@ def edge_io():
 
 def export_model(model, out_dir: Path, **kwargs) -> dict:
     """ONNX export of a model: the one place the tests name the exporter."""
-    import keras_vae_export  # becomes keras_vae.export
+    import keras_vae.export
 
-    return keras_vae_export.export(model, out_dir, formats="onnx", **kwargs)
+    return keras_vae.export.export(model, out_dir, formats="onnx", **kwargs)
 
 
 def _tiny_vae(**kwargs):
