@@ -663,6 +663,7 @@ def test_failed_check_leaves_no_file(full, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_export_prints_table(full, tmp_path, capsys):
     from keras_vae import cli, saving
 

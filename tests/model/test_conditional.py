@@ -128,6 +128,7 @@ def test_round_trip_keeps_classes_and_label_inputs(cvae, tmp_path):
                                cvae.sample(6, seed=2, class_ids=[1, 5]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_train_conditional(tmp_path):
     out = tmp_path / "run"
     rc = cli.main(["train", "--dataset", "digits", "--split", "train[:256]", "--arch", "mlp",

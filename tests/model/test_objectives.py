@@ -222,6 +222,7 @@ def test_free_bits_keep_units_from_collapsing(make_vae):
     assert min(stats[0.5]["kl_per_dim"]) > 0.3
 
 
+@pytest.mark.slow
 def test_cli_train_objective_flags(tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["train", "--dataset", "digits", "--split", "train[:256]", "--arch", "mlp",

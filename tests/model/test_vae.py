@@ -181,6 +181,7 @@ print(json.dumps({"iterations": int(opt.iterations.numpy()),
 """
 
 
+@pytest.mark.slow
 def test_keras_round_trip_in_fresh_process(make_vae, tiny_images, tmp_path):
     model = make_vae("conv", beta=0.5)
     x = tiny_images[0]

@@ -193,6 +193,7 @@ def test_keras_vae_version_is_checked(good_model, tmp_path, version, outcome):
         assert isinstance(model, keras_vae.VAE)
 
 
+@pytest.mark.slow
 def test_plain_keras_without_keras_vae_says_to_import_it(good_model, tmp_path):
     script = textwrap.dedent(f'''
         import sys

@@ -69,6 +69,7 @@ RUN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     (tmp_path / "run.py").write_text(RUN)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -149,6 +150,7 @@ def _fit(model, images, backup_dir, epochs):
     return history, backup
 
 
+@pytest.mark.slow
 def test_corrupt_latest_backup_falls_back_to_previous(tmp_path, images):
     backup_dir = tmp_path / "backup"
     _fit(_model(), images, backup_dir, epochs=3)
@@ -183,6 +185,7 @@ def test_unusable_backup_fails_loudly(tmp_path, images):
         _fit(_model(), images, backup_dir, epochs=4)
 
 
+@pytest.mark.slow
 def test_interrupted_save_keeps_the_previous_backup(tmp_path, images, monkeypatch):
     backup_dir = tmp_path / "backup"
     model = _model()

@@ -89,6 +89,7 @@ def test_held_out_digit_is_detected():
         anomaly.held_out_class_example("digits", anomaly_classes=range(10), epochs=1)
 
 
+@pytest.mark.slow
 def test_cli_score_with_threshold(make_vae, tmp_path, capsys):
     x, _ = load_arrays("digits")
     keras.utils.set_random_seed(0)
