@@ -253,6 +253,12 @@ def feature_extractor(images, labels, *, cache_dir=None, key: str | None = None,
     True
     """
     x = data_lib.check_images(images)
+    if x.ndim == 3:  # (n, h, w): one channel
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f"images must be (n, height, width, channels), got shape {x.shape}")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     y = _check_labels(labels, len(x))
     settings = {"filters": [int(f) for f in filters], "units": int(units), "epochs": int(epochs),
                 "seed": int(seed), "batch_size": int(batch_size), "holdout": _HOLDOUT}

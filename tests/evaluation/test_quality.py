@@ -266,7 +266,7 @@ def test_sample_metrics_of_a_model(make_vae, digits, digits_net):
 def test_mnist_held_out_vs_blurred_vs_mode_dropped(mnist8k_dir, tmp_path):
     x_all, y_all = keras_vae.data.load_arrays(str(mnist8k_dir))
     # A seeded shuffle: the folder's first 5,000 and last 3,000 digits come from different
-    # writers (MNIST's test set), so a contiguous split is not one distribution.
+    # NIST sets (it is MNIST's test set), so a contiguous split is not one distribution.
     order = np.random.default_rng(0).permutation(len(x_all))
     x, y = x_all[order[:7000]], y_all[order[:7000]]
     xt, yt = x_all[order[7000:]], y_all[order[7000:]]
