@@ -48,6 +48,49 @@ def representation(model, images, batch_size: int = 256) -> np.ndarray:
     return latent.encode_mean(model, images, batch_size=batch_size)
 
 
+def disentanglement_metrics(model, images, factors, *, factor_names=None, n_bins: int = 20,
+                            seed: int = 0, batch_size: int = 256) -> dict:
+    """MIG and DCI of a model's posterior means, as a JSON-able dict.
+
+    Args:
+        model: A `keras_vae.VAE` (unconditional).
+        images: `(n, *image_shape)` images in [0, 1].
+        factors: `(n, k)` integer ground-truth factors of the images.
+        factor_names: Names of the `k` factors (default `factor0`, ...).
+        n_bins: MIG's bins per code dimension.
+        seed: Seed of DCI's split and forests.
+        batch_size: Encoding batch size.
+
+    Returns:
+        `{"mig", "mig_per_factor": {name: gap}, "dci": {"disentanglement",
+        "completeness", "informativeness", "importance"}, "n", "latent_dim",
+        "n_bins", "factor_names"}`; factors that do not vary over the images
+        are left out of `mig_per_factor`.
+
+    Example:
+
+    >>> x, factors, names = keras_vae.shapes.shapes(5000, seed=1)
+    >>> disentanglement_metrics(vae, x, factors, factor_names=names)["mig"]
+    """
+    codes = representation(model, images, batch_size=batch_size)
+    codes, factors = _check(codes, factors)
+    names = ([f"factor{j}" for j in range(factors.shape[1])] if factor_names is None
+             else [str(v) for v in factor_names])
+    if len(names) != factors.shape[1]:
+        raise ValueError(f"{len(names)} factor names for {factors.shape[1]} factors.")
+    varying = [j for j in range(factors.shape[1]) if _entropy(factors[:, j]) > 0]
+    gaps = mig_per_factor(codes, factors, n_bins)
+    return {
+        "mig": float(np.mean(gaps)),
+        "mig_per_factor": {names[j]: float(g) for j, g in zip(varying, gaps)},
+        "dci": dci(codes, factors, seed=seed),
+        "n": len(codes),
+        "latent_dim": int(codes.shape[1]),
+        "n_bins": int(n_bins),
+        "factor_names": names,
+    }
+
+
 def mig(codes, factors, n_bins: int = 20) -> float:
     """Mutual information gap (Chen et al. 2018).
 

@@ -132,6 +132,24 @@ def test_representation_is_the_posterior_mean(make_vae, tiny_images):
     np.testing.assert_allclose(codes, np.asarray(z_mean), rtol=1e-5, atol=1e-6)
 
 
+def test_disentanglement_metrics_of_a_model(make_vae, tiny_images):
+    import json
+
+    model = make_vae(latent_dim=3)
+    x, _ = tiny_images
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, 4, 64), rng.integers(0, 3, 64), np.zeros(64, int)], 1)
+    out = dis.disentanglement_metrics(model, x, factors, factor_names=["a", "b", "still"])
+    codes = dis.representation(model, x)
+    assert out["mig"] == pytest.approx(dis.mig(codes, factors))
+    assert list(out["mig_per_factor"]) == ["a", "b"]  # a constant factor has no gap
+    assert out["dci"]["disentanglement"] == pytest.approx(dis.dci(codes, factors)["disentanglement"])
+    assert out["n"] == 64 and out["latent_dim"] == 3
+    json.dumps(out)  # goes into evaluate's JSON as is
+    with pytest.raises(ValueError, match="2 factor names for 3"):
+        dis.disentanglement_metrics(model, x, factors, factor_names=["a", "b"])
+
+
 def test_bad_inputs_are_named():
     codes, factors = np.zeros((10, 3)), np.zeros((9, 2), dtype=int)
     with pytest.raises(ValueError, match="one per example"):

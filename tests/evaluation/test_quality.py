@@ -1,6 +1,7 @@
 """Sample-quality metrics: the Frechet formula, precision/recall, and the feature network on
 real digits (held-out real images score near zero; blurred and mode-dropped sets worse)."""
 
+import json
 import time
 import warnings
 
@@ -255,6 +256,7 @@ def test_sample_metrics_of_a_model(make_vae, digits, digits_net):
                         "seed"}
     assert out["n_real"] == 797 and out["n_generated"] == 300 and out["seed"] == 5
     assert "not Inception" in out["features"]["note"]
+    json.dumps(out)  # goes into evaluate's JSON as is
     # The same seed draws the same images, so the same numbers.
     assert quality.sample_metrics(model, xt, extractor=net, n=300, seed=5)["fid"] == out["fid"]
     # An untrained decoder's grey blobs are far from real digits.
