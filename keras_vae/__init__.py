@@ -9,7 +9,7 @@ the docs use. The layers, bottom up (imports only point down):
 - `files`, `data` (sources, checks, pipeline, batches), `blocks`,
   `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
 - `networks`, `sequences`, `saving`, then the model, `vae`;
-- uses of a model: `evaluation`, `anomaly`, `latent`, `corruption`,
+- uses of a model: `evaluation`, `quality` (sample quality), `disentanglement`, `anomaly`, `latent`, `corruption`,
   `augmentation`, `pictures`, `callbacks`, `training` (`training.run` is
   everything `keras-vae train` does);
 - `export`: the exporters (loaded on first use) and the device bundle;
@@ -24,6 +24,7 @@ from keras_vae import (
     callbacks,
     corruption,
     data,
+    disentanglement,
     distribute,
     evaluation,
     export,
@@ -35,6 +36,7 @@ from keras_vae import (
     pictures,
     posterior,
     priors,
+    quality,
     registry,
     saving,
     sequences,
@@ -49,8 +51,9 @@ from keras_vae.vae import VAE
 __all__ = [
     "VAE", "Bernoulli", "DiagonalGaussian", "Gaussian", "GaussianPixel", "Sampling",
     "StandardNormal", "__version__", "prior_z",
-    "anomaly", "augmentation", "blocks", "callbacks", "corruption", "data", "distribute",
+    "anomaly", "augmentation", "blocks", "callbacks", "corruption", "data", "disentanglement",
+    "distribute",
     "evaluation", "export", "files", "latent", "likelihoods", "networks", "objectives",
-    "pictures", "posterior", "priors", "registry", "saving", "sequences", "signatures",
+    "pictures", "posterior", "priors", "quality", "registry", "saving", "sequences", "signatures",
     "training",
 ]

@@ -105,7 +105,38 @@ def cmd_evaluate(args):
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
-    print(json.dumps(evaluation.evaluate(model, ds, iwae_k=args.iwae_k, seed=args.seed)))
+    result = evaluation.evaluate(model, ds, iwae_k=args.iwae_k, seed=args.seed)
+    if args.sample_metrics:
+        result["sample_metrics"] = _sample_metrics(model, args)
+    if args.disentanglement:
+        result["disentanglement"] = _disentanglement(model, args)
+    print(json.dumps(result))
+
+
+def _sample_metrics(model, args) -> dict:
+    """Frechet distance, precision and recall in the features of the dataset's own classifier."""
+    from keras_vae import data, quality
+
+    x_ref, y_ref = data.load_arrays(args.dataset, args.reference_split)
+    if y_ref is None or (y_ref < 0).any():
+        raise ValueError(f"--sample-metrics trains a classifier on {args.dataset!r} to get its "
+                         "features, and this source has no labels.")
+    net = quality.feature_extractor(x_ref, y_ref, cache_dir=args.feature_cache, seed=args.seed)
+    class_ids = list(range(model.num_classes)) if getattr(model, "num_classes", 0) else None
+    return quality.sample_metrics(model, x_ref, extractor=net, n=min(args.sample_n, len(x_ref)),
+                                  seed=args.seed, class_ids=class_ids)
+
+
+def _disentanglement(model, args) -> dict:
+    """MIG and DCI of the posterior means against the source's ground-truth factors."""
+    from keras_vae import data, disentanglement
+
+    factors = data.load_factors(args.dataset, args.split)
+    x, _ = data.load_arrays(args.dataset, args.split)
+    names = (data.shapes.COLOR_FACTOR_NAMES if factors.shape[1] > len(data.shapes.FACTOR_NAMES)
+             else data.shapes.FACTOR_NAMES)
+    return disentanglement.disentanglement_metrics(model, x, factors, factor_names=list(names),
+                                                   seed=args.seed)
 
 
 def cmd_score(args):
@@ -208,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iwae-k", type=int, default=None, metavar="K",
                    help="add the importance-weighted NLL with K samples, bits/dim, "
                         "KL per dimension and active units")
+    p.add_argument("--sample-metrics", action="store_true",
+                   help="add the Frechet distance, precision and recall of samples against "
+                        "--reference-split, in the features of a classifier trained on it "
+                        "(cached; not Inception FID: see docs/metrics.md)")
+    p.add_argument("--reference-split", default="train",
+                   help="real images for --sample-metrics (and its classifier's training set)")
+    p.add_argument("--sample-n", type=int, default=2000,
+                   help="samples (and real images) compared by --sample-metrics")
+    p.add_argument("--feature-cache", default=None,
+                   help="folder of cached feature classifiers (default ~/.cache/keras_vae)")
+    p.add_argument("--disentanglement", action="store_true",
+                   help="add MIG and DCI against the ground-truth factors (shapes datasets)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("score", help="print anomaly scores (higher: more anomalous) as JSON")

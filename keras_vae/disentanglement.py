@@ -1,7 +1,7 @@
 """Disentanglement scores of a code against known generative factors: MIG and DCI.
 
 Both take `codes` `(n, d)` (one row per image, e.g. posterior means) and
-integer `factors` `(n, k)` (the ground truth, e.g. from `keras_vae.shapes`).
+integer `factors` `(n, k)` (the ground truth, e.g. from `keras_vae.data.shapes`).
 
 * MIG, the mutual information gap (Chen et al. 2018, "Isolating Sources of
   Disentanglement in VAEs"): for each factor, the gap between the two code
@@ -69,7 +69,7 @@ def disentanglement_metrics(model, images, factors, *, factor_names=None, n_bins
 
     Example:
 
-    >>> x, factors, names = keras_vae.shapes.shapes(5000, seed=1)
+    >>> x, factors, names = keras_vae.data.shapes.shapes(5000, seed=1)
     >>> disentanglement_metrics(vae, x, factors, factor_names=names)["mig"]
     """
     codes = representation(model, images, batch_size=batch_size)

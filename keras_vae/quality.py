@@ -28,8 +28,9 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from keras_vae import __version__, saving
 from keras_vae import data as data_lib
+from keras_vae import saving
+from keras_vae.version import __version__
 
 _HOLDOUT = 0.1  # share of the classifier's examples kept back to report its accuracy
 _BLOCK_BYTES = 64 << 20  # largest float64 distance block of precision_recall

@@ -6,13 +6,16 @@
   name the problem;
 - `pipeline`: `load`, batched `tf.data` pipelines in [0, 1] with
   binarization, shuffling and prefetching;
-- `batches`: what a batch holds (`unpack_batch`) and batch-wise mapping.
+- `batches`: what a batch holds (`unpack_batch`) and batch-wise mapping;
+- `shapes`: a procedural dSprites-like dataset with known factors
+  (`--dataset shapes` / `shapes-color`).
 
 Example:
 
 >>> train, val = keras_vae.data.load("digits", validation_fraction=0.1)
 """
 
+from keras_vae.data import shapes
 from keras_vae.data.batches import batched, class_labels, count_classes, pack, unpack_batch
 from keras_vae.data.checks import (
     check_dataset,
@@ -29,6 +32,7 @@ from keras_vae.data.sources import (
     PATH_SOURCES,
     is_local,
     load_arrays,
+    load_factors,
     register,
     tfds_dataset,
 )
@@ -36,6 +40,6 @@ from keras_vae.data.sources import (
 __all__ = [
     "BINARIZE_MODES", "IMAGE_SUFFIXES", "NAMED_SOURCES", "PATH_SOURCES", "batched",
     "check_dataset", "check_images", "check_labels", "class_labels", "count_classes", "guard_inputs",
-    "guard_labels", "is_local", "label_assertion", "load", "load_arrays", "pack", "prefetched",
-    "register", "tfds_dataset", "unpack_batch",
+    "guard_labels", "is_local", "label_assertion", "load", "load_arrays", "load_factors", "pack", "prefetched",
+    "register", "shapes", "tfds_dataset", "unpack_batch",
 ]

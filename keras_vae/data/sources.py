@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.data import shapes
 from keras_vae.data.checks import check_images
 from keras_vae.registry import Registry
 
@@ -136,13 +137,23 @@ def _load_digits(_=None):
     return x, bunch.target.astype(np.int64)
 
 
-NAMED_SOURCES = Registry("named data source", {"digits": _load_digits})
+def _shapes_source(name):
+    def load(_=None):
+        x, factors = shapes.load_shapes_arrays(name)
+        return x, factors[:, 0]  # the label of a pipeline: the shape; all factors: `load_factors`
+    return load
+
+
+NAMED_SOURCES = Registry("named data source", {
+    "digits": _load_digits,
+    **{name: _shapes_source(name) for name in shapes.SOURCES},
+})
 PATH_SOURCES = Registry("data file kind",
                         {"idx": _load_idx_dir, "npz": _load_npz, "images": _load_image_folder})
 
 
 def register(name: str, loader=None):
-    """Registers a named in-memory source: `loader(split) -> (images, labels or None)`.
+    """Registers a named in-memory source: `loader() -> (images, labels or None)`.
 
     Images are uint8 or float in [0, 1], `(n, h, w, c)`; `load` and
     `load_arrays` then accept `name` like `digits`. Usable as a decorator.
@@ -150,7 +161,7 @@ def register(name: str, loader=None):
     Example:
 
     >>> @keras_vae.data.register("blobs")
-    ... def blobs(split):
+    ... def blobs():
     ...     return make_blobs(), None
     """
     return NAMED_SOURCES.register(name, loader)
@@ -188,6 +199,20 @@ def load_arrays(source: str, split: str = "train"):
     if len(x) == 0:
         raise ValueError(f"Split {split!r} of {source!r} is empty ({len(x)} examples).")
     return x, (None if y is None else y[sl])
+
+
+def load_factors(source: str, split: str = "train") -> np.ndarray:
+    """The ground-truth factor table `(n, k)` of a procedural source, sliced like `load_arrays`.
+
+    Raises:
+        ValueError: a source without known factors (only `shapes` and
+            `shapes-color` have them).
+    """
+    if str(source) not in shapes.SOURCES:
+        raise ValueError(f"{source!r} has no ground-truth factors; disentanglement metrics "
+                         f"need one of {sorted(shapes.SOURCES)}.")
+    _, factors = shapes.load_shapes_arrays(str(source))
+    return factors[_split_slice(split, len(factors))]
 
 
 def _split_slice(split: str, n: int) -> slice:

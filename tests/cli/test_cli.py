@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
 pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
 
 def keras_vae(*args, check=True):

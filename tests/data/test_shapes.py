@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_vae import shapes
+from keras_vae.data import shapes
 
 SQUARE, ELLIPSE, HEART = 0, 1, 2
 

@@ -196,7 +196,7 @@ def test_a_corrupt_or_stale_cache_file_is_retrained(digits, tmp_path):
 
 
 def test_feature_network_with_one_head_per_factor(tmp_path):
-    from keras_vae import shapes
+    from keras_vae.data import shapes
 
     x, factors, _ = shapes.shapes(300, seed=0, size=32)
     net = quality.feature_extractor(x, factors, cache_dir=tmp_path, epochs=1)

@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from keras_vae import registry
+from keras_vae.registry import Registry
 
 SHAPE_NAMES = ("square", "ellipse", "heart")
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
@@ -219,7 +219,7 @@ def load_shapes_arrays(name: str, split: str = "train"):
     >>> x.shape, y.shape
     ((20000, 64, 64, 1), (20000, 5))
     """
-    options = registry.lookup(SOURCES, name, "shapes dataset")
+    options = SOURCES.get(name)
     base = str(split).split("[", 1)[0].strip()
     if base not in ("train", "all"):
         raise ValueError(f"The shapes datasets have one split, 'train'; got {split!r}.")
@@ -227,10 +227,10 @@ def load_shapes_arrays(name: str, split: str = "train"):
     return x, factors
 
 
-SOURCES = {
+SOURCES = Registry("shapes dataset", {
     "shapes": {"n": 20_000, "seed": 0, "color": False},
     "shapes-color": {"n": 10_000, "seed": 0, "color": True},
-}
+})
 
 
 # ------------------------------------------------------------------ drawing
