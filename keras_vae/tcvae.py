@@ -34,7 +34,6 @@ import math
 import keras
 from keras import ops
 
-from keras_vae import distribute
 from keras_vae.vae import VAE
 
 _LOG_2PI = 1.8378770664093453
@@ -139,8 +138,7 @@ class TCVAE(VAE):
         self.mutual_info_tracker.update_state(parts["mutual_info"])
         self.total_correlation_tracker.update_state(parts["total_correlation"])
         self.dimwise_kl_tracker.update_state(parts["dimwise_kl"])
-        super()._update_metrics(per_example, terms)
-        return distribute.step_logs(self.metrics)
+        return super()._update_metrics(per_example, terms)  # logs of all `self.metrics`
 
     def get_config(self):
         return {**super().get_config(), "tc_beta": self.tc_beta,
