@@ -153,6 +153,7 @@ class VAE(keras.Model):
             value = priors.get(value)
             value.attach(self)
             value.manifest(self.latent_dim)  # fails now, not at sampling, on a mismatch
+            value.trainable = False  # a sampler only: never part of the objective
         self._sampling_prior = value
 
     def prior_table(self) -> dict:
