@@ -505,7 +505,7 @@ def fit_codes(codes, components: int = 10, seed: int = 0, max_iter: int = 200,
     Raises:
         ValueError: fewer codes than components, or non-finite codes.
     """
-    from sklearn.mixture import GaussianMixture  # optional dependency, loaded on use
+    from sklearn.mixture import GaussianMixture  # slow to import: loaded on first use
 
     components = _check_components(components)
     z = np.asarray(codes, np.float64)
