@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.export import edge_io
 from keras_vae.export.errors import ExportError
 from keras_vae.export.subpixel import transposed_convs_as_subpixel
 from keras_vae.signatures import GraphSignature
@@ -101,16 +102,29 @@ class Graph:
         return None if low_high is None else low_high[1] - low_high[0]
 
     def random_inputs(self, batch: int, rng: np.random.Generator) -> dict:
-        """Inputs for parity checks: N(0, 1) codes and noise, U[0, 1) images, valid labels."""
+        """Inputs for parity checks: prior codes, N(0, 1) noise, U[0, 1) images, valid labels."""
         feeds = {}
         for name, shape, _ in self.inputs:
             if name == "label":
                 feeds[name] = rng.integers(0, self.model.num_classes, batch).astype(np.int32)
             elif name == "image":
                 feeds[name] = rng.random((batch, *shape), dtype=np.float32)
+            elif name == "z":
+                feeds[name] = self.prior_draws(batch, rng)
             else:
                 feeds[name] = rng.standard_normal((batch, *shape), dtype=np.float32)
         return feeds
+
+    def prior_draws(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """`(n, latent_dim)` codes from the prior the model samples from, as the edge draws them.
+
+        The manifest's table (`model.prior_table()`): a mixture prior's codes
+        may lie far from N(0, I)'s, and the decoder is checked and calibrated
+        where it will run. N(0, I) for a model without a table (the same
+        draws as `rng.standard_normal`).
+        """
+        table = self.model.prior_table() if hasattr(self.model, "prior_table") else None
+        return edge_io.sample_prior(table, n, int(self.model.latent_dim), rng)
 
     def keras_outputs(self, feeds: dict) -> dict:
         """The Keras (eager, float32) outputs for numpy `feeds`."""

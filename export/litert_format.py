@@ -142,9 +142,8 @@ def _representative(traced, representative_z, representative_images, seed):
     rng = np.random.default_rng(seed)
     model = traced.model
     if traced.name == "decoder":
-        data = (np.random.default_rng(seed).standard_normal(
-            (REPRESENTATIVE_SIZE, model.latent_dim), dtype=np.float32)
-            if representative_z is None else np.asarray(representative_z, np.float32))
+        data = (traced.prior_draws(REPRESENTATIVE_SIZE, np.random.default_rng(seed))
+                if representative_z is None else np.asarray(representative_z, np.float32))
         key, shape = "z", (model.latent_dim,)
     else:
         data = (rng.random((REPRESENTATIVE_SIZE, *model.image_shape), dtype=np.float32)

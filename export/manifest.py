@@ -76,7 +76,7 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
             "exported_dtype": "float32",
         },
         "latent_dim": int(model.latent_dim),
-        "prior": {**model.prior.manifest(int(model.latent_dim)),
+        "prior": {**_prior_table(model),
                   "meaning": "z for a seed: keras_vae.export.edge_io.sample_prior(prior, n, "
                              "latent_dim, seed), the same draws as the model's sample()"},
         "image": {
@@ -90,6 +90,13 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
         "graphs": graphs,
         "files": entries,
     }
+
+
+def _prior_table(model) -> dict:
+    """The table of the prior the model samples from (its `sampling_prior` when set)."""
+    if hasattr(model, "prior_table"):
+        return model.prior_table()
+    return model.prior.manifest(int(model.latent_dim))
 
 
 def write(manifest: dict, directory) -> Path:

@@ -8,8 +8,10 @@ the docs use. The layers, bottom up (imports only point down):
   device code: checksums, atomic writes, prior draws, slerp, grids);
 - `files`, `data` (sources, checks, pipeline, batches), `blocks`,
   `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
-- `networks`, `sequences`, `saving`, then the model, `vae`;
-- uses of a model: `evaluation`, `quality` (sample quality), `disentanglement`, `anomaly`, `latent`, `corruption`,
+- `networks`, `sequences`, `saving`, then the model, `vae`, and its
+  variant `tcvae` (beta-TCVAE);
+- uses of a model: `evaluation`, `quality` (sample quality), `disentanglement`,
+  `anomaly`, `latent`, `corruption`,
   `augmentation`, `pictures`, `callbacks`, `training` (`training.run` is
   everything `keras-vae train` does);
 - `export`: the exporters (loaded on first use) and the device bundle;
@@ -41,19 +43,21 @@ from keras_vae import (
     saving,
     sequences,
     signatures,
+    tcvae,
     training,
 )
 from keras_vae.likelihoods import Bernoulli, Gaussian, GaussianPixel
 from keras_vae.posterior import DiagonalGaussian, Sampling
-from keras_vae.priors import StandardNormal, prior_z
+from keras_vae.priors import FittedMixture, MixturePrior, StandardNormal, VampPrior, prior_z
+from keras_vae.tcvae import TCVAE
 from keras_vae.vae import VAE
 
 __all__ = [
-    "VAE", "Bernoulli", "DiagonalGaussian", "Gaussian", "GaussianPixel", "Sampling",
-    "StandardNormal", "__version__", "prior_z",
+    "VAE", "TCVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
+    "GaussianPixel", "MixturePrior", "Sampling", "StandardNormal", "VampPrior", "__version__",
+    "prior_z",
     "anomaly", "augmentation", "blocks", "callbacks", "corruption", "data", "disentanglement",
-    "distribute",
-    "evaluation", "export", "files", "latent", "likelihoods", "networks", "objectives",
-    "pictures", "posterior", "priors", "quality", "registry", "saving", "sequences", "signatures",
-    "training",
+    "distribute", "evaluation", "export", "files", "latent", "likelihoods", "networks",
+    "objectives", "pictures", "posterior", "priors", "quality", "registry", "saving",
+    "sequences", "signatures", "tcvae", "training",
 ]

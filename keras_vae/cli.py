@@ -1,4 +1,4 @@
-"""The `keras-vae` command line: train, evaluate and sample.
+"""The `keras-vae` command line: train, evaluate, sample, fit a sampling prior and export.
 
 Each command parses its arguments and calls library functions.
 """
@@ -67,16 +67,51 @@ def _objective_kwargs(args) -> dict:
     return {"kl_schedule": schedule, "free_bits": args.free_bits, "iwae_k": args.iwae_k}
 
 
+def _prior_kwargs(args) -> dict:
+    """VAE constructor arguments of `--prior` and `--prior-components`."""
+    if args.prior_components is None:
+        return {"prior": args.prior}
+    return {"prior": args.prior, "prior_options": {"components": args.prior_components}}
+
+
+def _variant(args) -> tuple[dict, dict]:
+    """The model variant's `training.run` arguments and extra model config.
+
+    `--tc-beta` selects beta-TCVAE, which needs the number of training
+    examples (the split less the validation fraction `data.load` holds out).
+    """
+    if args.tc_beta is None:
+        return {}, {}
+    from keras_vae import data
+    from keras_vae.tcvae import TCVAE
+
+    if args.tc_beta < 0:
+        raise ValueError(f"--tc-beta must be >= 0, got {args.tc_beta}")
+    if data.is_local(args.dataset):
+        n = len(data.load_arrays(args.dataset, args.split)[0])
+    else:
+        n = int(data.load(args.dataset, args.split, batch_size=1, shuffle=False,
+                          data_dir=args.data_dir).cardinality())
+    if n < 1:
+        raise ValueError(f"Cannot count the examples of {args.dataset} {args.split} for "
+                         "--tc-beta.")
+    dataset_size = max(n - int(round(n * args.validation_split)), 1)
+    return {"model_class": TCVAE}, {"tc_beta": args.tc_beta, "dataset_size": dataset_size}
+
+
 def cmd_train(args):
     from keras_vae import training
 
+    run_kwargs, variant_config = _variant(args)
     model_config = {"latent_dim": args.latent_dim, "arch": args.arch,
                     "arch_options": args.arch_options, "likelihood": args.likelihood,
-                    "beta": args.beta, "prior": args.prior, **_objective_kwargs(args)}
+                    "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args),
+                    **variant_config}
     result = training.run(
         args.out, dataset=args.dataset, split=args.split, batch_size=args.batch_size,
         validation_split=args.validation_split, binarize=_binarize_arg(args.binarize),
         data_dir=args.data_dir, model_config=model_config, conditional=args.conditional,
+        **run_kwargs,
         epochs=args.epochs, learning_rate=args.learning_rate, strategy=args.strategy,
         mixed_precision=args.mixed_precision, seed=args.seed, deterministic=args.deterministic,
         resume=args.resume, backup_dir=args.backup_dir, checkpoint=args.checkpoint,
@@ -173,6 +208,31 @@ def cmd_sample(args):
     print(f"Wrote {args.n} samples to {args.out}")
 
 
+def cmd_fit_prior(args):
+    import numpy as np
+
+    from keras_vae import data, priors, saving
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it.")
+    model = saving.load_model(args.model)
+    ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
+                   binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
+                   data_dir=args.data_dir)
+    codes = priors.aggregate_codes(model, ds, codes=args.codes, seed=args.seed)
+    model.sampling_prior = priors.fit_codes(codes, components=args.components, seed=args.seed,
+                                            source=f"{args.dataset} {args.split}")
+    saving.save_model(model, args.out)
+    print(json.dumps({
+        "out": str(args.out), "components": args.components, "codes": args.codes,
+        "n_codes": len(codes),
+        # Mean log-density of the training codes under each prior: how much
+        # closer the sampler is to the aggregate posterior than the prior.
+        "mean_log_density_fitted": float(np.mean(model.sampling_prior.log_prob(codes))),
+        "mean_log_density_prior": float(np.mean(model.prior.log_prob(codes))),
+    }))
+
+
 def cmd_export(args):
     from keras_vae import export, saving
 
@@ -210,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--likelihood", default="bernoulli", choices=likelihoods.names())
     p.add_argument("--prior", default="standard_normal", choices=sorted(priors.PRIORS),
                    help="the prior p(z)")
+    p.add_argument("--prior-components", type=int, default=None, metavar="K",
+                   help="components of a mixture or vamp prior (default 10)")
+    p.add_argument("--tc-beta", type=float, default=None, metavar="B",
+                   help="train beta-TCVAE with this weight on the total correlation")
     p.add_argument("--beta", type=float, default=1.0)
     add_objective_args(p)
     p.add_argument("--epochs", type=int, default=30)
@@ -274,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="labels to generate (conditional models)")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training codes and "
+                                         "save the model with it as its sampling prior")
+    add_model_data_args(p)
+    p.add_argument("--components", type=int, default=10, metavar="K",
+                   help="mixture components")
+    p.add_argument("--codes", choices=["mean", "sample"], default="mean",
+                   help="fit the posterior means or one posterior sample per image")
+    p.add_argument("--out", required=True, help="the new model file (.keras)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=cmd_fit_prior)
 
     p = sub.add_parser("export", help="export to SavedModel/ONNX/TFLite, each checked against "
                                       "Keras, with manifest.json")

@@ -7,22 +7,42 @@ posterior (closed form per dimension where it exists, a Monte Carlo estimate
 from which `edge_io.sample_prior` draws the same z with numpy alone. `PRIORS`
 names them; `register` adds one.
 
+The priors here:
+
+- `StandardNormal`: N(0, I), the KL in closed form;
+- `MixturePrior`: a learned mixture of K diagonal Gaussians (weights, means
+  and log-variances are trained with the model);
+- `VampPrior` (Tomczak & Welling, 2018): the mixture of the model's own
+  posteriors at K learned pseudo-inputs, `p(z) = 1/K sum_k q(z | u_k)`;
+- `FittedMixture`: a fixed mixture, fitted after training to the aggregate
+  posterior (`fit_mixture`), used as a model's `sampling_prior` only: it
+  changes what `sample()` and the edge samplers draw, never the objective.
+
+Every one of them reaches the edge as one table, `{"type": "mixture",
+"weights", "means", "log_vars"}` (or `{"type": "standard_normal"}`).
+
 Example:
 
 >>> prior = keras_vae.priors.get("standard_normal")
 >>> z = prior.sample(16, latent_dim=8, seed=0)          # numpy, (16, 8)
->>> vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=8, prior=prior)
+>>> vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=8, prior="vamp",
+...                     prior_options={"components": 50})
+>>> vae.sampling_prior = keras_vae.priors.fit_mixture(vae, train_images, components=10)
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
+from keras_vae import data as data_lib
 from keras_vae.export import edge_io
-from keras_vae.posterior import standard_normal_log_prob
+from keras_vae.posterior import clamp_log_var, standard_normal_log_prob
 from keras_vae.registry import Registry
+
+_LOG_2PI = 1.8378770664093453
 
 
 class Prior(keras.layers.Layer):
@@ -35,12 +55,24 @@ class Prior(keras.layers.Layer):
 
     closed_form_kl = False
 
+    def attach(self, model) -> None:
+        """Called by the VAE once its networks exist (`latent_dim`, `posterior`, ...).
+
+        A prior whose weights depend on the model (a learned mixture needs
+        `latent_dim`, VampPrior the image shape and the encoder) creates them
+        here. The default does nothing.
+        """
+
     def log_prob(self, z):
         """`log p(z)` summed over the last axis: `(batch,)` or `(K, batch)`."""
         raise NotImplementedError
 
     def kl_per_dim(self, posterior):
         """Closed-form KL(q || p) per latent dimension, `(batch, latent_dim)`, or None."""
+        return None
+
+    def log_prob_per_dim(self, z):
+        """`log p(z_j)` per dimension, `(..., latent_dim)`, for a factorized prior; else None."""
         return None
 
     def kl(self, posterior, z):
@@ -78,25 +110,435 @@ class StandardNormal(Prior):
     def kl_per_dim(self, posterior):
         return posterior.kl()
 
+    def log_prob_per_dim(self, z):
+        z = ops.cast(z, "float32")
+        return -0.5 * (ops.square(z) + _LOG_2PI)
+
     def manifest(self, latent_dim: int) -> dict:
         return dict(edge_io.STANDARD_NORMAL)
 
 
-PRIORS = Registry("prior", {"standard_normal": StandardNormal, "normal": StandardNormal})
+def mixture_log_prob(z, log_weights, means, log_vars):
+    """`log sum_k w_k N(z; mean_k, diag(exp(log_var_k)))`, summed over dimensions.
+
+    Args:
+        z: Codes `(..., latent_dim)`.
+        log_weights: `(K,)` log mixture weights (normalized).
+        means: `(K, latent_dim)`.
+        log_vars: `(K, latent_dim)`.
+
+    Returns:
+        `(...,)` float32 log densities, by a log-sum-exp over the components.
+    """
+    z = ops.cast(z, "float32")[..., None, :]  # (..., 1, latent_dim)
+    means = ops.cast(means, "float32")
+    log_vars = ops.cast(log_vars, "float32")
+    per_component = ops.sum(  # (..., K)
+        -0.5 * (ops.square(z - means) * ops.exp(-log_vars) + log_vars + _LOG_2PI), axis=-1)
+    return ops.logsumexp(per_component + ops.cast(log_weights, "float32"), axis=-1)
+
+
+def mixture_table(weights, means, log_vars) -> dict:
+    """The manifest form of a Gaussian mixture: weights in float64, the rest float32 lists."""
+    return {"type": "mixture",
+            "weights": np.asarray(weights, np.float64).tolist(),
+            "means": np.asarray(means, np.float32).tolist(),
+            "log_vars": np.asarray(log_vars, np.float32).tolist()}
+
+
+def _check_components(components) -> int:
+    if isinstance(components, bool) or int(components) != components or components < 1:
+        raise ValueError(f"A mixture prior needs components >= 1 (an integer), got "
+                         f"{components!r}")
+    return int(components)
+
+
+def _check_latent_dim(prior, latent_dim) -> None:
+    if prior.latent_dim is None:
+        raise ValueError(f"{type(prior).__name__} has no weights yet: give it to a VAE "
+                         "(or pass latent_dim) first.")
+    if int(latent_dim) != prior.latent_dim:
+        raise ValueError(f"{type(prior).__name__} is over {prior.latent_dim} latent "
+                         f"dimensions, asked for {latent_dim}.")
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class MixturePrior(Prior):
+    """A learned mixture of K diagonal Gaussians, trained with the model.
+
+    `p(z) = sum_k softmax(logits)_k N(z; means_k, diag(exp(log_vars_k)))`.
+    The KL has no closed form: the VAE uses the Monte Carlo estimate
+    `log q(z | x) - log p(z)` at its sample, and the IWAE bound this
+    `log_prob`. Its weights are created when the VAE attaches it (or at
+    construction when `latent_dim` is given), and saved with the model.
+
+    Args:
+        components: K, the number of components.
+        latent_dim: Size of z; None to take the model's.
+        init_scale: Standard deviation of the initial component means
+            (log-variances start at 0, weights uniform).
+        seed: Seed of the means' initializer.
+
+    Example:
+
+    >>> vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=16,
+    ...                     prior="mixture", prior_options={"components": 10})
+    """
+
+    def __init__(self, components: int = 10, latent_dim: int | None = None,
+                 init_scale: float = 1.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.components = _check_components(components)
+        self.init_scale = float(init_scale)
+        self.seed = seed
+        self.latent_dim = None
+        if latent_dim is not None:
+            self._create_weights(int(latent_dim))
+
+    def attach(self, model) -> None:
+        self._create_weights(int(model.latent_dim))
+
+    def _create_weights(self, latent_dim: int) -> None:
+        if self.latent_dim is not None:
+            _check_latent_dim(self, latent_dim)
+            return
+        self.latent_dim = latent_dim
+        k = self.components
+        self.logits = self.add_weight(name="logits", shape=(k,), initializer="zeros")
+        self.means = self.add_weight(
+            name="means", shape=(k, latent_dim),
+            initializer=keras.initializers.RandomNormal(stddev=self.init_scale, seed=self.seed))
+        self.log_vars = self.add_weight(name="log_vars", shape=(k, latent_dim),
+                                        initializer="zeros")
+        self.built = True
+
+    def log_prob(self, z):
+        if self.latent_dim is None:
+            _check_latent_dim(self, ops.shape(z)[-1])
+        return mixture_log_prob(z, ops.log_softmax(ops.cast(self.logits, "float32")),
+                                self.means, clamp_log_var(self.log_vars))
+
+    def manifest(self, latent_dim: int) -> dict:
+        _check_latent_dim(self, latent_dim)
+        logits = np.asarray(ops.convert_to_numpy(self.logits), np.float64)
+        weights = np.exp(logits - logits.max())
+        return mixture_table(weights / weights.sum(), ops.convert_to_numpy(self.means),
+                             ops.convert_to_numpy(clamp_log_var(self.log_vars)))
+
+    def get_config(self):
+        return {**super().get_config(), "components": self.components,
+                "latent_dim": self.latent_dim, "init_scale": self.init_scale,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VampPrior(Prior):
+    """VampPrior (Tomczak & Welling, 2018): the posteriors at K learned pseudo-inputs.
+
+    `p(z) = 1/K sum_k q(z | u_k)`, where the pseudo-inputs `u_k` are
+    image-shaped weights trained with the model and `q` is the model's own
+    encoder (so the prior moves with it). The pseudo-inputs are kept in the
+    data's range by a sigmoid of free parameters when the likelihood has a
+    `value_range` (Bernoulli: [0, 1]). The KL is the Monte Carlo estimate
+    `log q(z | x) - log p(z)`.
+
+    The prior needs the model's encoder: the VAE hands it over in
+    `attach(model)` (at construction and on loading), so only the number of
+    components and the pseudo-inputs are saved. Its manifest is the mixture
+    of the encoder's posteriors at the pseudo-inputs, computed when exported.
+
+    Args:
+        components: K, the number of pseudo-inputs.
+        init_scale: Standard deviation of the free parameters' random
+            initialization (`set_pseudo_inputs` starts them from data instead).
+        seed: Seed of that initializer.
+
+    Example:
+
+    >>> vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=16, prior="vamp",
+    ...                     prior_options={"components": 100})
+    >>> vae.prior.set_pseudo_inputs(train_images[:100])   # optional: start from data
+    """
+
+    def __init__(self, components: int = 10, init_scale: float = 1.0,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.components = _check_components(components)
+        self.init_scale = float(init_scale)
+        self.seed = seed
+        self.latent_dim = None
+        self.value_range = None
+        self._posterior = None  # the model's `posterior(x)`, set by `attach`
+
+    def attach(self, model) -> None:
+        if getattr(model, "num_classes", 0):
+            raise ValueError("VampPrior takes the encoder's posterior at unlabelled "
+                             "pseudo-inputs: use it with an unconditional model "
+                             f"(this one has {model.num_classes} classes).")
+        if self._posterior is not None:
+            raise ValueError("This VampPrior is already attached to a model; give each "
+                             "model its own prior.")
+        self.latent_dim = int(model.latent_dim)
+        value_range = getattr(model.likelihood, "value_range", None)
+        self.value_range = None if value_range is None else tuple(float(v) for v in value_range)
+        self.pseudo_params = self.add_weight(
+            name="pseudo_params", shape=(self.components, *model.image_shape),
+            initializer=keras.initializers.RandomNormal(stddev=self.init_scale, seed=self.seed))
+        self._posterior = model.posterior
+        self.built = True
+
+    def pseudo_inputs(self):
+        """The K pseudo-inputs, `(K, *image_shape)`, in the data's range."""
+        self._check_attached()
+        params = ops.cast(self.pseudo_params, "float32")
+        if self.value_range is None:
+            return params
+        low, high = self.value_range
+        return low + (high - low) * ops.sigmoid(params)
+
+    def set_pseudo_inputs(self, images) -> None:
+        """Starts the pseudo-inputs at `images` `(K, *image_shape)` (inside the data's range)."""
+        self._check_attached()
+        images = np.asarray(images, np.float32)
+        if images.shape != tuple(self.pseudo_params.shape):
+            raise ValueError(f"Pseudo-inputs must have shape {tuple(self.pseudo_params.shape)}"
+                             f", got {images.shape}")
+        if self.value_range is not None:
+            low, high = self.value_range
+            # Clipped away from the edges, where the inverse sigmoid is infinite.
+            p = np.clip((images - low) / (high - low), 1e-3, 1 - 1e-3)
+            images = np.log(p) - np.log1p(-p)
+        self.pseudo_params.assign(images)
+
+    def mixture(self):
+        """`(means, log_vars)` of the K components, each `(K, latent_dim)`."""
+        q = self._posterior(self.pseudo_inputs())
+        return q.mean, q.log_var
+
+    def log_prob(self, z):
+        means, log_vars = self.mixture()
+        log_weights = ops.full((self.components,), -float(np.log(self.components)))
+        return mixture_log_prob(z, log_weights, means, log_vars)
+
+    def manifest(self, latent_dim: int) -> dict:
+        self._check_attached()
+        _check_latent_dim(self, latent_dim)
+        means, log_vars = (ops.convert_to_numpy(t) for t in self.mixture())
+        return mixture_table(np.full(self.components, 1.0 / self.components), means, log_vars)
+
+    def _check_attached(self):
+        if self._posterior is None:
+            raise ValueError("VampPrior needs a model's encoder: give it to a VAE first.")
+
+    def get_config(self):
+        return {**super().get_config(), "components": self.components,
+                "init_scale": self.init_scale, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class FittedMixture(Prior):
+    """A fixed Gaussian mixture, its table the config: the prior `fit_mixture` returns.
+
+    Meant as a model's `sampling_prior`: `VAE.sample`, the manifest and the
+    edge samplers draw from it, while training keeps the model's `prior`.
+
+    Args:
+        weights: `(K,)` non-negative mixture weights (normalized here).
+        means: `(K, latent_dim)`.
+        log_vars: `(K, latent_dim)` log-variances.
+        source: A note of what it was fitted to (kept in the config).
+    """
+
+    def __init__(self, weights, means, log_vars, source: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        weights = np.asarray(weights, np.float64)
+        means = np.asarray(means, np.float32)
+        log_vars = np.asarray(log_vars, np.float32)
+        k = weights.shape[0] if weights.ndim == 1 else -1
+        if (k < 1 or means.ndim != 2 or means.shape[0] != k or log_vars.shape != means.shape
+                or not np.all(np.isfinite(weights)) or np.any(weights < 0)
+                or weights.sum() <= 0 or not np.all(np.isfinite(means))
+                or not np.all(np.isfinite(log_vars))):
+            raise ValueError(f"A fitted mixture needs K >= 1 finite non-negative weights and "
+                             f"(K, latent_dim) finite means and log_vars; got weights "
+                             f"{weights.shape}, means {means.shape}, log_vars "
+                             f"{log_vars.shape}.")
+        self.weights_table = weights / weights.sum()
+        self.means_table = means
+        self.log_vars_table = log_vars
+        self.latent_dim = int(means.shape[1])
+        self.source = source
+        self.built = True
+
+    def log_prob(self, z):
+        with np.errstate(divide="ignore"):  # a zero weight is a component never drawn
+            log_weights = np.log(self.weights_table).astype(np.float32)
+        return mixture_log_prob(z, log_weights, self.means_table, self.log_vars_table)
+
+    def manifest(self, latent_dim: int) -> dict:
+        _check_latent_dim(self, latent_dim)
+        return mixture_table(self.weights_table, self.means_table, self.log_vars_table)
+
+    def get_config(self):
+        return {**super().get_config(), "weights": self.weights_table.tolist(),
+                "means": self.means_table.tolist(), "log_vars": self.log_vars_table.tolist(),
+                "source": self.source}
+
+
+PRIORS = Registry("prior", {"standard_normal": StandardNormal, "normal": StandardNormal,
+                            "mixture": MixturePrior, "vamp": VampPrior})
 register = PRIORS.register
 
 
-def get(identifier="standard_normal") -> Prior:
-    """Returns a prior from a name, a config dict or an instance.
+def get(identifier="standard_normal", **options) -> Prior:
+    """Returns a prior from a name (with constructor `options`), a config dict or an instance.
+
+    Example:
+
+    >>> keras_vae.priors.get("mixture", components=5)
 
     Raises:
-        ValueError: for an unknown name, listing the valid ones.
+        ValueError: for an unknown name, listing the valid ones, or options
+            the prior does not take.
     """
+    if isinstance(identifier, (Prior, dict)) and options:
+        raise ValueError(f"Prior options {sorted(options)} apply to a prior given by name, "
+                         f"not to {type(identifier).__name__}.")
     if isinstance(identifier, Prior):
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    return PRIORS.get(identifier)()
+    cls = PRIORS.get(identifier)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        # Keras layers answer unknown keyword arguments with a ValueError.
+        if isinstance(e, ValueError) and "keyword argument" not in str(e):
+            raise
+        raise ValueError(f"The {identifier!r} prior does not take options "
+                         f"{sorted(options)} ({e}).") from None
+
+
+def aggregate_codes(model, data, labels=None, codes: str = "mean", seed: int = 0,
+                    batch_size: int = 256) -> np.ndarray:
+    """The codes of `data` under `model`'s posterior: samples of the aggregate posterior.
+
+    Args:
+        model: A `keras_vae.VAE`.
+        data: A batched dataset of images or `(image, label)` pairs, or an image array.
+        labels: Labels of an image array, for a conditional model.
+        codes: `"mean"` (each posterior's mean) or `"sample"` (one draw
+            `mean + std * eps` per image, numpy noise from `seed`).
+        seed: Seed of the noise for `"sample"`.
+        batch_size: Batch size used for an image array.
+
+    Returns:
+        `(n, latent_dim)` float64 codes.
+    """
+    if codes not in ("mean", "sample"):
+        raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+    means, log_vars = [], []
+    for x, labels_b in _batches(model, data, labels, batch_size):
+        mean, log_var = model.encode(x, labels_b)
+        means.append(np.asarray(mean, np.float64))
+        log_vars.append(np.asarray(log_var, np.float64))
+    if not means:
+        raise ValueError("No examples to fit the sampling prior to.")
+    mean, log_var = np.concatenate(means), np.concatenate(log_vars)
+    if codes == "mean":
+        return mean
+    eps = np.random.default_rng(seed).standard_normal(mean.shape)
+    return mean + np.exp(0.5 * log_var) * eps
+
+
+def fit_mixture(model, data, components: int = 10, seed: int = 0, labels=None,
+                codes: str = "mean", batch_size: int = 256, max_iter: int = 200,
+                reg_covar: float = 1e-6) -> FittedMixture:
+    """Fits a diagonal Gaussian mixture to the aggregate posterior of `data` (a post-hoc sampler).
+
+    Sampling N(0, I) from a VAE visits regions its aggregate posterior
+    `q(z) = mean_x q(z | x)` leaves empty ("holes"); drawing from a mixture
+    fitted to the training codes avoids them (Ghosh et al., 2020; pythae's
+    GMM sampler). The training objective is untouched: set the result as the
+    model's `sampling_prior`.
+
+    Args:
+        model: A trained `keras_vae.VAE`.
+        data: The training images (a batched dataset or an array).
+        components: K, the number of mixture components.
+        seed: Seed of the mixture's initialization (and of `codes="sample"`).
+        labels: Labels of an image array, for a conditional model.
+        codes: Fit to the posterior `"mean"`s or to one `"sample"` per image.
+        batch_size: Batch size used for an image array.
+        max_iter, reg_covar: Passed to `sklearn.mixture.GaussianMixture`.
+
+    Returns:
+        A `FittedMixture` over `model.latent_dim` dimensions.
+
+    Raises:
+        ValueError: fewer images than components, bad data or arguments.
+
+    Example:
+
+    >>> vae.sampling_prior = keras_vae.priors.fit_mixture(vae, train_ds, components=10)
+    >>> vae.sample(16, seed=0)  # drawn from the fitted mixture
+    """
+    z = aggregate_codes(model, data, labels, codes=codes, seed=seed, batch_size=batch_size)
+    return fit_codes(z, components, seed=seed, max_iter=max_iter, reg_covar=reg_covar,
+                     source=f"posterior {codes}s")
+
+
+def fit_codes(codes, components: int = 10, seed: int = 0, max_iter: int = 200,
+              reg_covar: float = 1e-6, source: str = "codes") -> FittedMixture:
+    """Fits a diagonal Gaussian mixture (`sklearn.mixture.GaussianMixture`) to codes.
+
+    Args:
+        codes: `(n, latent_dim)` codes, e.g. from `aggregate_codes`.
+        components: K, the number of components.
+        seed: Seed of the initialization (k-means).
+        max_iter, reg_covar: As for `GaussianMixture`.
+        source: What the codes are, kept in the prior's config.
+
+    Returns:
+        A `FittedMixture`.
+
+    Raises:
+        ValueError: fewer codes than components, or non-finite codes.
+    """
+    from sklearn.mixture import GaussianMixture  # slow to import: loaded on first use
+
+    components = _check_components(components)
+    z = np.asarray(codes, np.float64)
+    if z.ndim != 2 or not np.all(np.isfinite(z)):
+        raise ValueError(f"Codes must be a finite (n, latent_dim) array, got shape {z.shape}")
+    if len(z) < components:
+        raise ValueError(f"{len(z)} codes cannot fit {components} mixture components.")
+    gmm = GaussianMixture(n_components=components, covariance_type="diag",
+                          random_state=seed, max_iter=max_iter, reg_covar=reg_covar).fit(z)
+    return FittedMixture(gmm.weights_, gmm.means_, np.log(gmm.covariances_),
+                         source=f"GaussianMixture(diag, K={components}) on {len(z)} {source}")
+
+
+def _batches(model, data, labels, batch_size):
+    """`(x, labels)` batches of a dataset or an image array, checked for the model."""
+    num_classes = int(getattr(model, "num_classes", 0))
+    if isinstance(data, tf.data.Dataset):
+        data = data_lib.check_dataset(data, model.image_shape)
+        for batch in data:
+            x, labels_b, _ = data_lib.unpack_batch(batch, num_classes)
+            yield x, labels_b
+        return
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    x = data_lib.check_images(data, model.image_shape)
+    if num_classes:
+        if labels is None:
+            raise ValueError(f"This conditional VAE ({num_classes} classes) needs labels: "
+                             "pass `labels=`, one per image.")
+        labels = data_lib.check_labels(labels, num_classes, len(x))
+    for start in range(0, len(x), batch_size):
+        stop = start + batch_size
+        yield x[start:stop], None if not num_classes else labels[start:stop]
 
 
 def prior_z(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:

@@ -42,7 +42,14 @@ class VAE(keras.Model):
         likelihood: Name, config or layer from `keras_vae.likelihoods`; the
             architecture builds `channels * likelihood.params_per_pixel`
             decoder outputs.
-        prior: Name, config or layer from `keras_vae.priors`.
+        prior: Name, config or layer from `keras_vae.priors` (`standard_normal`,
+            `mixture`, `vamp`), the p(z) of the objective.
+        prior_options: Constructor arguments of a prior given by name, e.g.
+            `{"components": 10}`.
+        sampling_prior: A prior that `sample()`, the export manifest and the
+            edge samplers draw from instead of `prior`, without changing the
+            objective (e.g. `priors.fit_mixture`'s fit to the aggregate
+            posterior); None to sample from `prior`. Settable after training.
         posterior: Name from `keras_vae.posterior.POSTERIORS`.
         beta: Weight of the KL term (1 gives the ELBO).
         num_classes: Number of classes for a conditional VAE, 0 for none.
@@ -67,8 +74,8 @@ class VAE(keras.Model):
                  arch: str = "conv", arch_options: dict | None = None,
                  likelihood="bernoulli", beta: float = 1.0, num_classes: int = 0,
                  seed: int | None = None, kl_schedule=None, free_bits: float = 0.0,
-                 iwae_k: int = 1, prior="standard_normal",
-                 posterior: str = "diagonal_gaussian", **kwargs):
+                 iwae_k: int = 1, prior="standard_normal", prior_options: dict | None = None,
+                 sampling_prior=None, posterior: str = "diagonal_gaussian", **kwargs):
         super().__init__(**kwargs)
         self.arch = arch
         self.arch_options = dict(arch_options or {})
@@ -86,7 +93,7 @@ class VAE(keras.Model):
         if (encoder is None) != (decoder is None):
             raise ValueError("Pass both encoder and decoder, or neither (to build `arch`).")
         likelihood = likelihoods.get(likelihood)
-        prior = priors.get(prior)
+        prior = priors.get(prior, **(prior_options or {}))
         self.posterior_name = posterior
         self.posterior_class = posterior_lib.get(posterior)
         if self.free_bits and not prior.closed_form_kl:
@@ -112,7 +119,9 @@ class VAE(keras.Model):
                 f"input {self.image_shape}"
             )
         self.likelihood = likelihood  # tracked after the networks: the weight order of old files
+        prior.attach(self)  # a prior's weights may depend on latent_dim, image_shape, encoder
         self.prior = prior
+        self.sampling_prior = sampling_prior
         self.sampling = Sampling(seed, name="sampling")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
@@ -132,6 +141,27 @@ class VAE(keras.Model):
         """
         q = self.posterior(x, labels, training=training)
         return q.mean, q.log_var
+
+    @property
+    def sampling_prior(self):
+        """The prior `sample()` and exports draw from: None means `prior`."""
+        return self._sampling_prior
+
+    @sampling_prior.setter
+    def sampling_prior(self, value):
+        if value is not None:
+            value = priors.get(value)
+            value.attach(self)
+            value.manifest(self.latent_dim)  # fails now, not at sampling, on a mismatch
+            value.trainable = False  # a sampler only: never part of the objective
+        self._sampling_prior = value
+
+    def prior_table(self) -> dict:
+        """The manifest table of the prior samples are drawn from (`edge_io.sample_prior`)."""
+        return self._drawn_prior().manifest(self.latent_dim)
+
+    def _drawn_prior(self):
+        return self.prior if self.sampling_prior is None else self.sampling_prior
 
     def posterior(self, x, labels=None, training=False):
         """The posterior distribution q(z | x) of images `x` (e.g. a `DiagonalGaussian`)."""
@@ -155,7 +185,7 @@ class VAE(keras.Model):
 
     def sample(self, n: int, seed: int | None = None, class_ids=None,
                batch_size: int = 256) -> np.ndarray:
-        """Draws `n` images from the prior.
+        """Draws `n` images from the prior (the `sampling_prior` when one is set).
 
         Args:
             n: Number of images.
@@ -167,7 +197,7 @@ class VAE(keras.Model):
         Returns:
             `(n, *image_shape)` float32 image means.
         """
-        z = self.prior.sample(n, self.latent_dim, seed)  # numpy, as on the edge
+        z = self._drawn_prior().sample(n, self.latent_dim, seed)  # numpy, as on the edge
         labels = data_lib.class_labels(n, class_ids, self.num_classes)
         return data_lib.batched(lambda zb, lb: self.decode(zb, lb), z, labels, batch_size)
 
@@ -369,6 +399,8 @@ class VAE(keras.Model):
             "free_bits": self.free_bits,
             "iwae_k": self.iwae_k,
             "prior": keras.saving.serialize_keras_object(self.prior),
+            "sampling_prior": (None if self.sampling_prior is None
+                               else keras.saving.serialize_keras_object(self.sampling_prior)),
             "posterior": self.posterior_name,
         }
 
@@ -376,7 +408,7 @@ class VAE(keras.Model):
     def from_config(cls, config):
         config = dict(config)
         saving.check_version(config.pop("keras_vae", {}).get("version"))
-        for key in ("encoder", "decoder", "likelihood", "prior"):
+        for key in ("encoder", "decoder", "likelihood", "prior", "sampling_prior"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
