@@ -170,3 +170,16 @@ def test_iwae_agrees_with_library_estimator(make_vae):
     # a wrong term (log q, log p(z), the log K) would be off by nats.
     np.testing.assert_allclose(ours, library, rtol=0, atol=0.15)
     assert abs(float(np.mean(ours - library))) < 0.06
+
+
+def test_bench_priors_tiny(tmp_path):
+    result, stdout = _run("bench_priors", tmp_path)
+    systems = {row["system"] for row in result["rows"]}
+    assert systems == {"normal", "mixture", "vamp", "normal+gmm"}
+    for row in result["rows"]:
+        assert np.isfinite(row["nll"]) and np.isfinite(row["neg_elbo"])
+        assert row["nll"] <= row["neg_elbo"] + 1.0  # the IWAE bound is the tighter one
+        assert np.isfinite(row["frechet"]) and 0 <= row["precision"] <= 1
+    gmm = next(r for r in result["rows"] if r["system"] == "normal+gmm")
+    normal = next(r for r in result["rows"] if r["system"] == "normal")
+    assert gmm["nll"] == normal["nll"]  # same model: only the sampler differs
