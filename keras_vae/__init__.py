@@ -8,7 +8,8 @@ the docs use. The layers, bottom up (imports only point down):
   device code: checksums, atomic writes, prior draws, slerp, grids);
 - `files`, `data` (sources, checks, pipeline, batches), `blocks`,
   `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
-- `networks`, `sequences`, `saving`, then the model, `vae`;
+- `networks`, `sequences`, `saving`, then the models, `vae` and `vqvae`
+  (with its learned prior over code grids, `code_prior`);
 - uses of a model: `evaluation`, `anomaly`, `latent`, `corruption`,
   `augmentation`, `pictures`, `callbacks`, `training` (`training.run` is
   everything `keras-vae train` does);
@@ -22,6 +23,7 @@ from keras_vae import (
     augmentation,
     blocks,
     callbacks,
+    code_prior,
     corruption,
     data,
     distribute,
@@ -40,17 +42,19 @@ from keras_vae import (
     sequences,
     signatures,
     training,
+    vqvae,
 )
 from keras_vae.likelihoods import Bernoulli, Gaussian, GaussianPixel
 from keras_vae.posterior import DiagonalGaussian, Sampling
 from keras_vae.priors import StandardNormal, prior_z
 from keras_vae.vae import VAE
+from keras_vae.vqvae import VQVAE, VectorQuantizer
 
 __all__ = [
-    "VAE", "Bernoulli", "DiagonalGaussian", "Gaussian", "GaussianPixel", "Sampling",
-    "StandardNormal", "__version__", "prior_z",
-    "anomaly", "augmentation", "blocks", "callbacks", "corruption", "data", "distribute",
-    "evaluation", "export", "files", "latent", "likelihoods", "networks", "objectives",
+    "VAE", "VQVAE", "VectorQuantizer", "Bernoulli", "DiagonalGaussian", "Gaussian",
+    "GaussianPixel", "Sampling", "StandardNormal", "__version__", "prior_z",
+    "anomaly", "augmentation", "blocks", "callbacks", "code_prior", "corruption", "data",
+    "distribute", "evaluation", "export", "files", "latent", "likelihoods", "networks", "objectives",
     "pictures", "posterior", "priors", "registry", "saving", "sequences", "signatures",
-    "training",
+    "training", "vqvae",
 ]

@@ -84,7 +84,9 @@ class VectorQuantizer(layers.Layer):
 
     def build(self, input_shape=None):
         n, d = self.codebook_size, self.code_dim
-        init = keras.initializers.RandomUniform(-1.0 / n, 1.0 / n, seed=self.seed)
+        # Sonnet's initialization: uniform with variance 1 / D, the scale of
+        # a fresh encoder's outputs (a +-1/N codebook starts far inside them).
+        init = keras.initializers.VarianceScaling(1.0, "fan_out", "uniform", seed=self.seed)
         state = {"trainable": False, "aggregation": "only_first_replica"}
         self.codebook = self.add_weight(shape=(n, d), initializer=init, name="codebook",
                                         trainable=not self.ema)
@@ -496,8 +498,7 @@ class VQVAE(keras.Model):
             "seed": self.seed,
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "code_prior": (None if self.code_prior is None
-                           else keras.saving.serialize_keras_object(self.code_prior)),
+            "code_prior": _without_compile(self.code_prior),
         }
 
     @classmethod
@@ -558,6 +559,15 @@ class VQVAE(keras.Model):
                 "logits: the code prior's logits at each position given the codes before it "
                 "in raster order (causal)", None, ranges)
         return graphs
+
+
+def _without_compile(model):
+    """The serialized `model` without its own training set-up (the prior is frozen here)."""
+    if model is None:
+        return None
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    return config
 
 
 def _as_model(obj):
