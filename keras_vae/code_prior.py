@@ -162,6 +162,31 @@ def bits_per_grid(vqvae, images) -> float:
     return float(np.mean(code_nll(vqvae, images)) / np.log(2.0))
 
 
+def likelihood(vqvae, images, batch_size: int = 256) -> dict:
+    """The VQ-VAE's likelihood figure on `images`, nats per image (means over images).
+
+    With the one-hot posterior at each image's nearest codes `c(x)` (entropy
+    0), the negative ELBO is `-log p(x | c(x)) - log p(c(x))`: the
+    reconstruction NLL (summed over pixels) plus the prior's code NLL. It is
+    an upper bound on `-log p(x)` of the model
+    `p(x) = sum_c p(x | c) p(c)`, on the same footing as a VAE's negative ELBO
+    (score binarized images for a Bernoulli likelihood).
+
+    Returns:
+        `{"reconstruction_nll", "code_nll", "negative_elbo", "bits_per_grid",
+        "images"}`.
+    """
+    x = _images(images)
+    recon = []
+    for start in range(0, len(x), batch_size):
+        terms = vqvae.vq_terms(ops.convert_to_tensor(x[start:start + batch_size]))
+        recon.append(ops.convert_to_numpy(terms["reconstruction_loss"]))
+    recon = float(np.mean(np.concatenate(recon)))
+    codes = float(np.mean(code_nll(vqvae, x, batch_size)))
+    return {"reconstruction_nll": recon, "code_nll": codes, "negative_elbo": recon + codes,
+            "bits_per_grid": codes / float(np.log(2.0)), "images": int(len(x))}
+
+
 def _images(data) -> np.ndarray:
     if hasattr(data, "element_spec"):  # a tf.data pipeline of (image, label) batches
         return np.concatenate([np.asarray(b[0] if isinstance(b, tuple) else b) for b in data])

@@ -206,3 +206,34 @@ def test_load_in_a_fresh_process_gives_the_same_samples(tmp_path):
     assert info == {"cls": "VQVAE", "iters": 2, "prior": True,
                     "trainable": len(model.trainable_variables)}
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_trains_a_vqvae_then_its_prior_then_exports_it(tmp_path, capsys):
+    from keras_vae import cli
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--model", "vqvae", "--codebook-size", "8", "--code-dim", "4",
+                     "--dataset", "digits", "--epochs", "1", "--out", str(run),
+                     "--verbose", "0"]) == 0
+    assert {p.name for p in run.iterdir()} >= {"model.keras", "samples.png",
+                                               "reconstructions.png", "history.json"}
+    history = json.loads((run / "history.json").read_text())["history"]
+    assert {"perplexity", "codebook_usage", "val_reconstruction_loss"} <= set(history)
+    capsys.readouterr()
+    assert cli.main(["train-prior", str(run / "model.keras"), "--dataset", "digits",
+                     "--split", "train[:90%]", "--test-split", "train[90%:]", "--epochs", "1",
+                     "--verbose", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"Wrote {run / 'model_prior.keras'}" in out
+    figure = json.loads(out.splitlines()[0])
+    assert figure["negative_elbo"] == pytest.approx(
+        figure["reconstruction_nll"] + figure["code_nll"])
+    assert 0 < figure["bits_per_grid"] < 4 * np.log2(8)
+    model = saving.load_model(run / "model_prior.keras")
+    assert model.code_prior is not None
+    assert cli.main(["train-prior", str(run / "history.json"), "--dataset", "digits"]) == 2
+    assert cli.main(["export", str(run / "model_prior.keras"), "--formats", "onnx",
+                     "--out", str(tmp_path / "export")]) == 0
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert sorted(e["graph"] for e in manifest["files"]) == ["decoder", "encoder", "prior"]
