@@ -117,6 +117,13 @@ def cmd_evaluate(args):
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
+    if hasattr(model, "set_code_prior"):  # a VQ-VAE: reconstruction + code NLL
+        from keras_vae import code_prior
+
+        if args.iwae_k:
+            raise ValueError("--iwae-k applies to a VAE; a VQ-VAE's posterior is one-hot.")
+        print(json.dumps(code_prior.likelihood(model, ds)))
+        return
     print(json.dumps(evaluation.evaluate(model, ds, iwae_k=args.iwae_k, seed=args.seed)))
 
 

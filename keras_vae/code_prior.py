@@ -141,13 +141,12 @@ def train_prior(vqvae, data, *, epochs: int = 20, batch_size: int = 64,
 def code_nll(vqvae, images, batch_size: int = 256) -> np.ndarray:
     """Negative log-likelihood of each image's code grid under the prior, nats, `(n,)`.
 
-    Raises:
-        ValueError: the model has no trained prior.
+    Before a prior is trained the model samples uniform codes, and this is
+    their NLL, `h * w * ln(codebook_size)` for every image.
     """
-    if vqvae.code_prior is None:
-        raise ValueError("This VQ-VAE has no trained code prior (keras_vae.code_prior."
-                         "train_prior, or keras-vae train-prior).")
     codes = vqvae.encode_indices(_images(images))
+    if vqvae.code_prior is None:
+        return np.full(len(codes), codes[0].size * np.log(vqvae.codebook_size))
     out = []
     for start in range(0, len(codes), batch_size):
         c = codes[start:start + batch_size]

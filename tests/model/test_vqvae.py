@@ -232,6 +232,10 @@ def test_cli_trains_a_vqvae_then_its_prior_then_exports_it(tmp_path, capsys):
     assert 0 < figure["bits_per_grid"] < 4 * np.log2(8)
     model = saving.load_model(run / "model_prior.keras")
     assert model.code_prior is not None
+    assert cli.main(["evaluate", str(run / "model_prior.keras"), "--dataset", "digits",
+                     "--split", "train[90%:]"]) == 0
+    evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert evaluated["negative_elbo"] == pytest.approx(figure["negative_elbo"], rel=1e-4)
     assert cli.main(["train-prior", str(run / "history.json"), "--dataset", "digits"]) == 2
     assert cli.main(["export", str(run / "model_prior.keras"), "--formats", "onnx",
                      "--out", str(tmp_path / "export")]) == 0
