@@ -153,8 +153,10 @@ def check_inputs(manifest: dict, entry: dict, runtime_inputs: dict) -> None:
         EdgeError: a missing input, a latent size or dtype that disagrees.
     """
     latent_dim = manifest["latent_dim"]
-    if "z" not in runtime_inputs:
-        raise EdgeError(f"{entry['path']} has no input 'z' (it has {sorted(runtime_inputs)}).")
+    key = "z" if latent_dim is not None else "indices"  # a VQ-VAE decodes code grids
+    if key not in runtime_inputs:
+        raise EdgeError(f"{entry['path']} has no input {key!r} (it has "
+                        f"{sorted(runtime_inputs)}).")
     for spec in entry["inputs"]:
         name = spec["name"]
         if name not in runtime_inputs:
@@ -171,6 +173,8 @@ def check_inputs(manifest: dict, entry: dict, runtime_inputs: dict) -> None:
                 f"{entry['path']} input {name!r} has shape {list(shape)}, the manifest says "
                 f"{spec['shape']}."
             )
+    if latent_dim is None:
+        return
     z_shape = runtime_inputs["z"][0]
     if z_shape[-1] != latent_dim:
         raise EdgeError(
@@ -235,6 +239,58 @@ def sample_prior(prior: dict | None, n: int, latent_dim: int,
     comps = np.minimum(np.searchsorted(cdf, u, side="right"), k - 1)  # (n,)
     eps = rng.standard_normal((n, latent_dim), dtype=np.float32)
     return (means[comps] + np.exp(0.5 * log_vars[comps]) * eps).astype(np.float32)
+
+
+AUTOREGRESSIVE_CODES = "autoregressive_codes"
+
+
+def autoregressive_codes(run_logits, n: int, grid_shape, codebook_size: int,
+                         seed: int | None = None) -> np.ndarray:
+    """`(n, height, width)` int32 code grids drawn position by position from a code prior.
+
+    The one recipe for every runtime (Keras, onnxruntime, LiteRT): with
+    `rng = default_rng(seed)` and the grid starting at zeros, for each
+    position `(i, j)` in raster order, `logits = run_logits(codes)[:, i, j]`
+    (the prior network on the partial grid; causal, so later zeros do not
+    matter), `p = softmax(logits)` in float64, `u = rng.random(n)` and
+    `code = searchsorted(cumsum(p), u, "right")` (inverse CDF, clipped to the
+    last code).
+
+    Args:
+        run_logits: `run_logits(codes (n, h, w) int32) -> (n, h, w, codebook_size)`
+            logits; a function returning zeros draws uniform codes.
+        n: Number of grids.
+        grid_shape: `(height, width)`.
+        codebook_size: Number of codes.
+        seed: Seed of numpy's Generator.
+
+    Returns:
+        int32 codes in `[0, codebook_size)`.
+
+    Raises:
+        EdgeError: logits of the wrong shape or non-finite.
+    """
+    if n < 1:
+        raise EdgeError(f"n must be >= 1, got {n}")
+    height, width = (int(d) for d in grid_shape)
+    rng = np.random.default_rng(seed)
+    codes = np.zeros((n, height, width), np.int32)
+    expected = (n, height, width, int(codebook_size))
+    for i in range(height):
+        for j in range(width):
+            logits = np.asarray(run_logits(codes))
+            if logits.shape != expected or not np.all(np.isfinite(logits)):
+                raise EdgeError(f"The code prior gave logits {logits.shape} (finite: "
+                                f"{bool(np.all(np.isfinite(logits)))}), expected finite "
+                                f"{expected}.")
+            step = logits[:, i, j].astype(np.float64)  # (n, codebook_size)
+            p = np.exp(step - step.max(axis=1, keepdims=True))
+            cdf = np.cumsum(p, axis=1)
+            cdf /= cdf[:, -1:]
+            u = rng.random(n)  # (n,) float64 in [0, 1)
+            picked = (cdf <= u[:, None]).sum(axis=1)  # searchsorted(cdf, u, "right")
+            codes[:, i, j] = np.minimum(picked, codebook_size - 1)
+    return codes
 
 
 # Below this angle (radians) between two codes, slerp is numerically lerp.
@@ -427,6 +483,44 @@ def parser(prog: str, runtime: str, precisions: list[str]) -> argparse.ArgumentP
     return p
 
 
+def is_code_model(manifest: dict) -> bool:
+    """Whether the export decodes grids of discrete codes (a VQ-VAE) instead of z."""
+    prior = manifest.get("prior")
+    return isinstance(prior, dict) and prior.get("type") == AUTOREGRESSIVE_CODES
+
+
+def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
+    """A VQ-VAE's `(n, h, w)` int32 codes: the autoregressive loop over its prior graph.
+
+    The prior file (`graph` in the manifest's prior table; uniform codes when
+    it is null) is verified and run at the sampler's precision.
+
+    Raises:
+        EdgeError: interpolation asked for, a bad `--n`, a missing or bad file.
+    """
+    if args.interpolate:
+        raise EdgeError("--interpolate needs continuous codes; a VQ-VAE export draws "
+                        "discrete code grids (use --n and --seed).")
+    if args.n < 1:
+        raise EdgeError(f"--n must be >= 1, got {args.n}")
+    prior = manifest["prior"]
+    try:
+        grid_shape = tuple(int(d) for d in prior["grid_shape"])
+        codebook_size = int(prior["codebook_size"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise EdgeError(f"The manifest's code prior is malformed ({e}).") from None
+    if prior.get("graph") is None:
+        def run_logits(codes):  # no trained prior: uniform codes
+            return np.zeros((*codes.shape, codebook_size), np.float32)
+    else:
+        entry = find_file(manifest, prior["graph"], fmt, "fp32")
+        _, run = load(verify_file(args.export_dir, entry), args.threads, "logits")
+
+        def run_logits(codes):
+            return run({"indices": codes})
+    return autoregressive_codes(run_logits, args.n, grid_shape, codebook_size, args.seed)
+
+
 def codes(manifest: dict, args) -> np.ndarray:
     """The z the arguments ask for: prior draws or an interpolation path."""
     latent_dim = int(manifest["latent_dim"])
@@ -448,9 +542,10 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         runtime: Runtime name for messages.
         fmt: Manifest format of the files this runtime runs.
         precisions: Precisions it can run, the default first.
-        load: `load(path, threads) -> (inputs, decode)` where `inputs` is
-            `{name: (shape, dtype_name)}` and `decode(feeds) -> images`;
-            raises EdgeError when the runtime cannot load the file.
+        load: `load(path, threads, output="x") -> (inputs, run)` where `inputs`
+            is `{name: (shape, dtype_name)}` and `run(feeds)` gives that
+            output (images, or a code prior's `logits`); raises EdgeError
+            when the runtime cannot load the file.
 
     Returns:
         The exit status: 0, or 2 with a one-line message on stderr.
@@ -462,13 +557,16 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         manifest = read_manifest(args.export_dir)
         entry = find_file(manifest, "decoder", fmt, args.precision)
         path = verify_file(args.export_dir, entry)
-        z = codes(manifest, args)  # (n, latent_dim)
+        if is_code_model(manifest):  # a VQ-VAE: code grids from its autoregressive prior
+            key, z = "indices", code_grids(manifest, args, fmt, load)  # (n, h, w) int32
+        else:
+            key, z = "z", codes(manifest, args)  # (n, latent_dim)
         labels = class_labels(manifest, args.class_ids, len(z))
         inputs, decode = load(path, args.threads)
         check_inputs(manifest, entry, inputs)
         images = []
         for start in range(0, len(z), args.batch_size):
-            feeds = {"z": z[start:start + args.batch_size]}
+            feeds = {key: z[start:start + args.batch_size]}
             if labels is not None:
                 feeds["label"] = labels[start:start + args.batch_size]
             images.append(decode(feeds))

@@ -182,10 +182,12 @@ def bundle_readme(manifest: dict) -> str:
     rows = "\n".join(f"| `{e['path']}` | {e['graph']} | {e['format']} | {e['precision']} |"
                      for e in manifest["files"])
     shape = "x".join(str(d) for d in manifest["image"]["shape"])
+    codes = manifest.get("codes")
+    latent = (f"latent size\n{manifest['latent_dim']}" if not codes else
+              f"codes {'x'.join(map(str, codes['grid_shape']))} of {codes['codebook_size']}")
     return f"""# keras-vae export
 
-A {manifest["model"]["class"]} (`{manifest["model"]["arch"]}`, latent size
-{manifest["latent_dim"]}, images {shape}), exported by keras-vae
+A {manifest["model"]["class"]} (`{manifest["model"]["arch"]}`, {latent}, images {shape}), exported by keras-vae
 {manifest["keras_vae_version"]}. Every file below was loaded in its runtime and
 checked against Keras before it was written; `manifest.json` holds the
 shapes, checksums and parity figures.

@@ -104,8 +104,12 @@ class Graph:
     def random_inputs(self, batch: int, rng: np.random.Generator) -> dict:
         """Inputs for parity checks: prior codes, N(0, 1) noise, U[0, 1) images, valid labels."""
         feeds = {}
+        ranges = self.signature.input_ranges or {}
         for name, shape, _ in self.inputs:
-            if name == "label":
+            if name in ranges:  # integer codes
+                low, high = ranges[name]
+                feeds[name] = rng.integers(low, high, (batch, *shape)).astype(np.int32)
+            elif name == "label":
                 feeds[name] = rng.integers(0, self.model.num_classes, batch).astype(np.int32)
             elif name == "image":
                 feeds[name] = rng.random((batch, *shape), dtype=np.float32)

@@ -7,7 +7,10 @@ Layout (version 2), read by the edge samplers through `edge_io.read_manifest`:
   trained with and `exported_dtype` (always float32);
 - `latent_dim` and `prior`: the prior's table (`{"type": "standard_normal"}`
   or a Gaussian mixture), from which `edge_io.sample_prior` draws exactly the
-  z that Keras draws for the same seed;
+  z that Keras draws for the same seed; a VQ-VAE has `latent_dim` null,
+  `codes` (grid shape, codebook size) and `prior` `{"type":
+  "autoregressive_codes", "graph": "prior" or null, ...}`, drawn by
+  `edge_io.autoregressive_codes`;
 - `image`: shape, dtype, `value_range` ([0, 1] or null) and what `x` means;
 - `num_classes` and `class_names` (conditional models);
 - `graphs`: each graph's inputs, outputs and meaning;
@@ -75,10 +78,7 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
             "trained_dtype_policy": dtype_policy,
             "exported_dtype": "float32",
         },
-        "latent_dim": int(model.latent_dim),
-        "prior": {**_prior_table(model),
-                  "meaning": "z for a seed: keras_vae.export.edge_io.sample_prior(prior, n, "
-                             "latent_dim, seed), the same draws as the model's sample()"},
+        **latents(model),
         "image": {
             "shape": [int(d) for d in model.image_shape],
             "dtype": "float32",
@@ -92,11 +92,25 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
     }
 
 
-def _prior_table(model) -> dict:
-    """The table of the prior the model samples from (its `sampling_prior` when set)."""
-    if hasattr(model, "prior_table"):
-        return model.prior_table()
-    return model.prior.manifest(int(model.latent_dim))
+def latents(model: keras.Model) -> dict:
+    """The manifest's `latent_dim` and `prior` (and more) for `model`.
+
+    A model describing its own latents (`model.manifest_latents()`, e.g. a
+    VQ-VAE's code grid and its autoregressive prior) gives them; a VAE gives
+    its latent size and the table of the prior it samples from (its
+    `sampling_prior` when set).
+    """
+    describe = getattr(model, "manifest_latents", None)
+    if callable(describe):
+        return describe()
+    table = (model.prior_table() if hasattr(model, "prior_table")
+             else model.prior.manifest(int(model.latent_dim)))
+    return {
+        "latent_dim": int(model.latent_dim),
+        "prior": {**table,
+                  "meaning": "z for a seed: keras_vae.export.edge_io.sample_prior(prior, n, "
+                             "latent_dim, seed), the same draws as the model's sample()"},
+    }
 
 
 def write(manifest: dict, directory) -> Path:

@@ -3,6 +3,7 @@
 Every export runs random inputs at two batch sizes (1 and 7) through the
 runtime that will load the file and through Keras (eager, float32), then:
 
+- integer outputs (code indices) must be equal;
 - float32 files must agree within `FP32_TOLERANCE` (max abs error, relative to
   the output's scale: 1e-5 absolute for images in [0, 1], 1e-5 relative for
   the scorer's sums over pixels, whose float32 rounding grows with them);
@@ -62,6 +63,16 @@ def check(graph, run: Callable[[dict], dict], precision: str, what: str,
             raise ExportError(f"{what} returns {sorted(actual)}, Keras {sorted(reference)}")
         for name, ref in reference.items():
             out = np.asarray(actual[name])
+            if ref.dtype.kind in "iu":  # integer outputs (code indices) must match exactly
+                if out.shape != ref.shape or out.dtype != ref.dtype:
+                    raise ExportError(
+                        f"{what} output {name!r} at batch {batch} is {out.dtype}"
+                        f"{list(out.shape)}, Keras gives {ref.dtype}{list(ref.shape)}")
+                mismatches = int(np.sum(out != ref))
+                if mismatches:
+                    raise ExportError(f"{what} output {name!r} differs from Keras in "
+                                      f"{mismatches} of {ref.size} values at batch {batch}")
+                continue
             if out.shape != ref.shape or out.dtype != np.float32:
                 raise ExportError(
                     f"{what} output {name!r} at batch {batch} is {out.dtype}{list(out.shape)}, "
@@ -75,7 +86,7 @@ def check(graph, run: Callable[[dict], dict], precision: str, what: str,
             count += diff.size
             scale = max(scale, float(np.abs(ref).max()))
     peak = peak or max(scale, 1e-12)
-    mse = squared / count
+    mse = squared / count if count else 0.0
     figures = {
         "reference": "keras float32",
         "batch_sizes": list(BATCH_SIZES),

@@ -23,8 +23,8 @@ except ImportError:
 PRECISIONS = ["fp32", "fp16", "int8_dynamic", "int8_full"]
 
 
-def load(path, threads: int):
-    """Opens `path` in the LiteRT interpreter; returns `(inputs, decode)`."""
+def load(path, threads: int, output: str = "x"):
+    """Opens `path` in the LiteRT interpreter; returns `(inputs, run)` of `output`."""
     try:
         import numpy as np
         from ai_edge_litert.interpreter import Interpreter
@@ -46,7 +46,7 @@ def load(path, threads: int):
 
     def decode(feeds):
         try:
-            return runner(**feeds)["x"]
+            return runner(**feeds)[output]
         except Exception as e:
             raise edge_io.EdgeError(f"LiteRT failed to run {path}: {e}") from None
 

@@ -25,8 +25,8 @@ _DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)"
            "tensor(float16)": "float16", "tensor(double)": "float64"}
 
 
-def load(path, threads: int):
-    """Opens `path` in onnxruntime; returns `(inputs, decode)` for `edge_io.run_sampler`."""
+def load(path, threads: int, output: str = "x"):
+    """Opens `path` in onnxruntime; returns `(inputs, run)` for `edge_io.run_sampler`."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -48,7 +48,7 @@ def load(path, threads: int):
 
     def decode(feeds):
         try:
-            return session.run(["x"], feeds)[0]
+            return session.run([output], feeds)[0]
         except Exception as e:
             raise edge_io.EdgeError(f"onnxruntime failed to run {path}: {e}") from None
 

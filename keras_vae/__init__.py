@@ -8,8 +8,9 @@ the docs use. The layers, bottom up (imports only point down):
   device code: checksums, atomic writes, prior draws, slerp, grids);
 - `files`, `data` (sources, checks, pipeline, batches), `blocks`,
   `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
-- `networks`, `sequences`, `saving`, then the model, `vae`, and its
-  variant `tcvae` (beta-TCVAE);
+- `networks`, `sequences`, `saving`, then the models: `vae`, its variant
+  `tcvae` (beta-TCVAE), and `vqvae` (with its learned prior over code grids,
+  `code_prior`);
 - uses of a model: `evaluation`, `quality` (sample quality), `disentanglement`,
   `anomaly`, `latent`, `corruption`,
   `augmentation`, `pictures`, `callbacks`, `training` (`training.run` is
@@ -24,6 +25,7 @@ from keras_vae import (
     augmentation,
     blocks,
     callbacks,
+    code_prior,
     corruption,
     data,
     disentanglement,
@@ -45,19 +47,21 @@ from keras_vae import (
     signatures,
     tcvae,
     training,
+    vqvae,
 )
 from keras_vae.likelihoods import Bernoulli, Gaussian, GaussianPixel
 from keras_vae.posterior import DiagonalGaussian, Sampling
 from keras_vae.priors import FittedMixture, MixturePrior, StandardNormal, VampPrior, prior_z
 from keras_vae.tcvae import TCVAE
 from keras_vae.vae import VAE
+from keras_vae.vqvae import VQVAE, VectorQuantizer
 
 __all__ = [
-    "VAE", "TCVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
-    "GaussianPixel", "MixturePrior", "Sampling", "StandardNormal", "VampPrior", "__version__",
-    "prior_z",
-    "anomaly", "augmentation", "blocks", "callbacks", "corruption", "data", "disentanglement",
-    "distribute", "evaluation", "export", "files", "latent", "likelihoods", "networks",
-    "objectives", "pictures", "posterior", "priors", "quality", "registry", "saving",
-    "sequences", "signatures", "tcvae", "training",
+    "VAE", "TCVAE", "VQVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
+    "GaussianPixel", "MixturePrior", "Sampling", "StandardNormal", "VampPrior",
+    "VectorQuantizer", "__version__", "prior_z",
+    "anomaly", "augmentation", "blocks", "callbacks", "code_prior", "corruption", "data",
+    "disentanglement", "distribute", "evaluation", "export", "files", "latent", "likelihoods",
+    "networks", "objectives", "pictures", "posterior", "priors", "quality", "registry",
+    "saving", "sequences", "signatures", "tcvae", "training", "vqvae",
 ]

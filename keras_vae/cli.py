@@ -1,4 +1,4 @@
-"""The `keras-vae` command line: train, evaluate, sample, fit a sampling prior and export.
+"""The `keras-vae` command line: train, train-prior, fit-prior, evaluate, score, sample, export.
 
 Each command parses its arguments and calls library functions.
 """
@@ -87,6 +87,9 @@ def _variant(args) -> tuple[dict, dict]:
 
     if args.tc_beta < 0:
         raise ValueError(f"--tc-beta must be >= 0, got {args.tc_beta}")
+    if args.model != "vae":
+        raise ValueError(f"--tc-beta makes a beta-TCVAE, a VAE; it does not apply to "
+                         f"--model {args.model}.")
     if data.is_local(args.dataset):
         n = len(data.load_arrays(args.dataset, args.split)[0])
     else:
@@ -99,19 +102,29 @@ def _variant(args) -> tuple[dict, dict]:
     return {"model_class": TCVAE}, {"tc_beta": args.tc_beta, "dataset_size": dataset_size}
 
 
+def _model_config(args) -> dict:
+    """Constructor arguments of the `--model` family from the train flags."""
+    if args.model == "vqvae":
+        if args.conditional:
+            raise ValueError("--model vqvae is unconditional; drop --conditional.")
+        return {"codebook_size": args.codebook_size, "code_dim": args.code_dim,
+                "arch_options": args.arch_options, "likelihood": args.likelihood,
+                "commitment_cost": args.commitment_cost, "ema": args.ema}
+    return {"latent_dim": args.latent_dim, "arch": args.arch,
+            "arch_options": args.arch_options, "likelihood": args.likelihood,
+            "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args)}
+
+
 def cmd_train(args):
     from keras_vae import training
 
     run_kwargs, variant_config = _variant(args)
-    model_config = {"latent_dim": args.latent_dim, "arch": args.arch,
-                    "arch_options": args.arch_options, "likelihood": args.likelihood,
-                    "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args),
-                    **variant_config}
+    model_config = {**_model_config(args), **variant_config}
     result = training.run(
         args.out, dataset=args.dataset, split=args.split, batch_size=args.batch_size,
         validation_split=args.validation_split, binarize=_binarize_arg(args.binarize),
         data_dir=args.data_dir, model_config=model_config, conditional=args.conditional,
-        **run_kwargs,
+        model_class=run_kwargs.get("model_class") or training.MODELS.get(args.model),
         epochs=args.epochs, learning_rate=args.learning_rate, strategy=args.strategy,
         mixed_precision=args.mixed_precision, seed=args.seed, deterministic=args.deterministic,
         resume=args.resume, backup_dir=args.backup_dir, checkpoint=args.checkpoint,
@@ -140,6 +153,13 @@ def cmd_evaluate(args):
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
+    if hasattr(model, "set_code_prior"):  # a VQ-VAE: reconstruction + code NLL
+        from keras_vae import code_prior
+
+        if args.iwae_k:
+            raise ValueError("--iwae-k applies to a VAE; a VQ-VAE's posterior is one-hot.")
+        print(json.dumps(code_prior.likelihood(model, ds)))
+        return
     result = evaluation.evaluate(model, ds, iwae_k=args.iwae_k, seed=args.seed)
     if args.sample_metrics:
         result["sample_metrics"] = _sample_metrics(model, args)
@@ -233,12 +253,45 @@ def cmd_fit_prior(args):
     }))
 
 
+def cmd_train_prior(args):
+    from pathlib import Path
+
+    from keras_vae import code_prior, data, files, saving
+
+    model = saving.load_model(args.model)
+    if not hasattr(model, "set_code_prior"):
+        raise ValueError(f"{args.model} holds a {type(model).__name__}; train-prior needs a "
+                         "VQ-VAE (keras-vae train --model vqvae).")
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    out = Path(args.out) if args.out else Path(args.model).parent / "model_prior.keras"
+
+    def images(split):  # binarized once: Bernoulli likelihoods score binary images
+        return data.load(args.dataset, split, batch_size=256, binarize="static", shuffle=False,
+                         seed=args.seed, data_dir=args.data_dir)
+
+    held_out = images(args.test_split) if args.test_split else None
+    history = code_prior.train_prior(
+        model, images(args.split), epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, validation_data=held_out, seed=args.seed,
+        verbose=args.verbose)
+    saving.save_model(model, out)
+    report = {"history": history.history, "args": vars(args) | {"func": None}}
+    if held_out is not None:
+        report["held_out"] = {"split": args.test_split,
+                              **code_prior.likelihood(model, held_out)}
+    files.write_json(report, out.with_suffix(".json"))
+    print(json.dumps(report.get("held_out", {})))
+    print(f"Wrote {out} (the VQ-VAE with its code prior) and {out.with_suffix('.json')}")
+
+
 def cmd_export(args):
     from keras_vae import export, saving
 
     model = saving.load_model(args.model, compile=False)
+    graphs = args.graphs or tuple(model.export_graphs())  # default: every graph it offers
     manifest = export.export(
-        model, args.out, formats=args.formats, quantize=args.quantize, graphs=args.graphs,
+        model, args.out, formats=args.formats, quantize=args.quantize, graphs=graphs,
         seed=args.seed, overwrite=args.overwrite)
     print(export.table(manifest))
     print(f"Wrote {len(manifest['files'])} files and manifest.json to {args.out}")
@@ -254,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         likelihoods,
         networks,
         priors,
+        training,
     )
 
     parser = argparse.ArgumentParser(prog="keras-vae", description=__doc__.splitlines()[0])
@@ -262,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a VAE and write model, history and pictures")
     add_data_args(p)
+    p.add_argument("--model", choices=sorted(training.MODELS), default="vae",
+                   help="the model family (vqvae: discrete codes; --arch and the KL flags "
+                        "are the VAE's)")
+    p.add_argument("--codebook-size", type=int, default=64, help="vqvae: number of codes")
+    p.add_argument("--code-dim", type=int, default=16, help="vqvae: size of each code")
+    p.add_argument("--commitment-cost", type=float, default=0.25, help="vqvae: beta")
+    p.add_argument("--ema", action="store_true", help="vqvae: EMA codebook updates")
     p.add_argument("--arch", choices=sorted(networks.ARCHITECTURES), default="conv")
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--arch-options", type=_json_object, default={},
@@ -350,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_fit_prior)
 
+    p = sub.add_parser("train-prior", help="fit a PixelCNN prior on a VQ-VAE's code grids and "
+                                           "write the model with it")
+    p.add_argument("model", help="path to a VQ-VAE's model.keras")
+    add_data_args(p)
+    p.add_argument("--test-split", default=None,
+                   help="held-out split: its bits per code grid and likelihood figure")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--out", default=None,
+                   help="model file to write (default: model_prior.keras beside MODEL)")
+    p.add_argument("--verbose", type=int, default=2, help="Keras verbosity (0, 1, 2)")
+    p.set_defaults(func=cmd_train_prior)
+
     p = sub.add_parser("export", help="export to SavedModel/ONNX/TFLite, each checked against "
                                       "Keras, with manifest.json")
     p.add_argument("model", help="path to model.keras")
@@ -358,8 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", default="",
                    help=f"comma-separated: int8 (= int8_dynamic,int8_full), "
                         f"{', '.join(export.QUANTIZATIONS)} (decoder only)")
-    p.add_argument("--graphs", default="decoder,encoder,scorer",
-                   help="comma-separated: decoder, encoder, scorer")
+    p.add_argument("--graphs", default="",
+                   help="comma-separated (default: every graph the model offers): a VAE has "
+                        "decoder, encoder, scorer; a VQ-VAE decoder, encoder, prior")
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
     p.add_argument("--out", required=True, help="export directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")

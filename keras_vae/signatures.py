@@ -31,6 +31,8 @@ class GraphSignature:
         meaning: What the outputs are, for the manifest.
         value_range: `(low, high)` of image outputs (the PSNR peak of parity
             checks), None when unbounded or not images.
+        input_ranges: `{input name: (low, high)}` of integer inputs other than
+            `label` (code indices), drawn in `[low, high)` by parity checks.
     """
 
     inputs: list
@@ -38,3 +40,4 @@ class GraphSignature:
     fn: Callable
     meaning: str
     value_range: tuple | None = None
+    input_ranges: dict | None = None
