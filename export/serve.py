@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import struct
 import sys
 import time
@@ -65,11 +66,16 @@ except ImportError:
         sys.exit("serve.py: error: edge_io.py must sit beside this script; copy both.")
 
 try:
+    import orjson  # optional: 10-20x faster float formatting than json
+except ImportError:
+    orjson = None
+
+try:
     import onnxruntime as ort
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import FileResponse, Response
     from starlette.routing import Route
 except ImportError as e:  # pragma: no cover - depends on the device
     sys.exit(f"serve.py: error: {e.name} is not installed; the server needs numpy, "
@@ -102,6 +108,7 @@ class Limits:
         max_body_bytes: Largest request body, after decompression (413 above).
         body_timeout_s: Time a client has to send its whole body (408 after).
         threads: onnxruntime intra-op threads per session (0: its default).
+        parallel_runs: onnxruntime calls per model that may run at once.
     """
 
     max_batch: int = 64
@@ -111,10 +118,12 @@ class Limits:
     max_body_bytes: int = 8 << 20
     body_timeout_s: float = 10.0
     threads: int = 1
+    parallel_runs: int = 1
 
     def check(self) -> None:
         """Raises edge_io.EdgeError for settings that make no sense."""
-        for name in ("max_batch", "max_queue", "max_examples", "max_body_bytes"):
+        for name in ("max_batch", "max_queue", "max_examples", "max_body_bytes",
+                     "parallel_runs"):
             if getattr(self, name) < 1:
                 raise edge_io.EdgeError(f"--{name.replace('_', '-')} must be >= 1, "
                                         f"got {getattr(self, name)}")
@@ -365,42 +374,53 @@ class _Pending:
 class Batcher:
     """Coalesces concurrent requests for one model into single onnxruntime calls.
 
-    One worker per model takes the oldest waiting request, lets others join
-    for up to `window_s` (those already queued join at once) until the call
-    holds `max_batch` examples, runs it in a thread (onnxruntime releases the
-    GIL, so the event loop keeps accepting requests meanwhile), and hands each
-    request its rows. A request larger than `max_batch` runs alone.
+    One worker per model takes the oldest waiting request, waits for a free
+    run slot (requests keep arriving meanwhile), lets others join for up to
+    `window_s` (those already queued join at once) until the call holds
+    `max_batch` examples, starts the call in a thread (onnxruntime releases
+    the GIL, so the event loop keeps reading and answering requests), and
+    hands each request its rows. A request larger than `max_batch` runs alone.
 
     Args:
         model: The `Model` to run.
         max_batch: Most examples per call (1: no coalescing).
         window_s: Longest wait for more requests after the first.
         max_queue: Requests admitted and not yet answered; more get 503.
+        parallel: Calls of this model that may run at once, each on its own
+            thread (onnxruntime sessions take concurrent calls).
     """
 
-    def __init__(self, model: Model, max_batch: int, window_s: float, max_queue: int):
+    def __init__(self, model: Model, max_batch: int, window_s: float, max_queue: int,
+                 parallel: int = 1):
         self.model = model
         self.max_batch = max_batch
         self.window_s = window_s
         self.max_queue = max_queue
+        self.parallel = parallel
         self._waiting: collections.deque[_Pending] = collections.deque()
         self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"ort-{model.name}")
+            max_workers=parallel, thread_name_prefix=f"ort-{model.name}")
         self.admitted = 0  # requests admitted and not yet answered
         self.stats = {"requests": 0, "examples": 0, "runs": 0, "largest_run_requests": 0,
                       "largest_run_examples": 0, "refused_busy": 0}
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.parallel)
         self._task = asyncio.get_running_loop().create_task(self._work())
 
     async def stop(self) -> None:
+        """Stops taking requests; calls already started finish first."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def run(self, feeds: dict) -> list:
@@ -433,6 +453,7 @@ class Batcher:
             while not self._waiting:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            await self._slots.acquire()
             deadline = loop.time() + self.window_s
             while self._queued_examples() < self.max_batch:
                 remaining = deadline - loop.time()
@@ -447,8 +468,16 @@ class Batcher:
                 total += self._waiting[0].size
                 batch.append(self._waiting.popleft())
             batch = [p for p in batch if not p.future.done()]  # handler cancelled meanwhile
-            if batch:
-                await self._run(loop, batch)
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._run(loop, batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slots.release()
 
     def _queued_examples(self) -> int:
         return sum(p.size for p in self._waiting)
@@ -525,7 +554,8 @@ class Service:
                 f"{self.export_dir} has no fp32 ONNX decoder, encoder or scorer to serve; "
                 "export with formats including 'onnx'.")
         window = self.limits.batch_window_ms / 1e3
-        self.batchers = {name: Batcher(m, self.limits.max_batch, window, self.limits.max_queue)
+        self.batchers = {name: Batcher(m, self.limits.max_batch, window, self.limits.max_queue,
+                                       self.limits.parallel_runs)
                          for name, m in self.models.items()}
         self.errors = collections.Counter()  # HTTP status -> count of refused requests
 
@@ -763,12 +793,12 @@ class Service:
                 tensor["parameters"] = {"binary_data_size": len(blob)}
                 blobs.append(blob)
             else:
-                tensor["data"] = array.reshape(-1).tolist()
+                tensor["data"] = array.reshape(-1)
             tensors.append(tensor)
         body = {"model_name": model.name, "model_version": MODEL_VERSION, "outputs": tensors}
         if request_id is not None:
             body["id"] = request_id
-        head = json.dumps(body, separators=(",", ":")).encode()
+        head = dumps(body)
         if not blobs:
             return Response(head, media_type="application/json")
         return Response(head + b"".join(blobs), media_type="application/octet-stream",
@@ -811,7 +841,31 @@ class Service:
         return x
 
 
+def dumps(obj) -> bytes:
+    """Compact JSON bytes; numpy arrays become flat-or-nested lists (orjson when present)."""
+    if orjson is not None:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(obj, separators=(",", ":"), default=_tolist).encode()
+
+
+def _tolist(value):
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(dumps(obj), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
 def _json(raw: bytes):
+    """Parses a JSON body (orjson when present; the standard library for NaN tokens, errors)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # NaN/Infinity tokens, huge ints, or an error: json says which
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -832,8 +886,8 @@ _MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript",
                 ".map": "application/json", ".txt": "text/plain; charset=utf-8"}
 
 
-def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict | None = None) -> Response:
+    return _json_response({"error": message}, status, headers)
 
 
 def _route(handler):
@@ -880,7 +934,11 @@ async def read_body(request: Request, limits: Limits) -> bytes:
         return b"".join(chunks)
 
     try:
-        body = await asyncio.wait_for(collect(), limits.body_timeout_s)
+        if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per request
+            async with asyncio.timeout(limits.body_timeout_s):
+                body = await collect()
+        else:
+            body = await asyncio.wait_for(collect(), limits.body_timeout_s)
     except asyncio.TimeoutError:
         raise ServeError(408, f"the body did not arrive within {limits.body_timeout_s:g} s",
                          close) from None
@@ -942,31 +1000,31 @@ def _int_list(raw: str | None, name: str) -> list | None:
 
 @_route
 async def live(request, service):
-    return JSONResponse({"live": True})
+    return _json_response({"live": True})
 
 
 @_route
 async def ready(request, service):
-    return JSONResponse({"ready": True})
+    return _json_response({"ready": True})
 
 
 @_route
 async def server_metadata(request, service):
-    return JSONResponse({"name": "keras-vae", "version": service.manifest.get(
+    return _json_response({"name": "keras-vae", "version": service.manifest.get(
         "keras_vae_version", "unknown"), "extensions": ["binary_tensor_data"]})
 
 
 @_route
 async def model_metadata(request, service):
     p = request.path_params
-    return JSONResponse(service.model(p["name"], p.get("version")).metadata())
+    return _json_response(service.model(p["name"], p.get("version")).metadata())
 
 
 @_route
 async def model_ready(request, service):
     p = request.path_params
     model = service.model(p["name"], p.get("version"))
-    return JSONResponse({"name": model.name, "ready": True})
+    return _json_response({"name": model.name, "ready": True})
 
 
 @_route
@@ -1014,7 +1072,7 @@ async def score(request, service):
     scores = [float(s) for s in scores]
     anomaly = service.anomaly or {}
     threshold = anomaly.get("threshold")
-    return JSONResponse({
+    return _json_response({
         "scores": scores,
         "threshold": threshold,
         "is_anomaly": None if threshold is None else [s > threshold for s in scores],
@@ -1103,7 +1161,7 @@ async def interpolate_png(request, service):
 @_route
 async def info(request, service):
     m = service.manifest
-    return JSONResponse({"latent_dim": service.latent_dim, "image_shape": list(service.image_shape),
+    return _json_response({"latent_dim": service.latent_dim, "image_shape": list(service.image_shape),
                          "num_classes": service.num_classes, "class_names": m.get("class_names"),
                          "value_range": m["image"].get("value_range"), "prior": m.get("prior"),
                          "models": list(service.models), "anomaly": service.anomaly,
@@ -1112,11 +1170,12 @@ async def info(request, service):
 
 @_route
 async def stats(request, service):
-    return JSONResponse({
+    return _json_response({
         "models": {name: {**b.stats, "queued": b.admitted} for name, b in service.batchers.items()},
         "refused": {str(k): v for k, v in sorted(service.errors.items())},
         "limits": dataclasses.asdict(service.limits),
         "tensorflow_imported": "tensorflow" in sys.modules,
+        "json_library": "orjson" if orjson is not None else "json",
     })
 
 
@@ -1177,7 +1236,7 @@ async def exported_file(request, service):
 
 @_route
 async def manifest_json(request, service):
-    return JSONResponse(service.manifest)
+    return _json_response(service.manifest)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -1265,6 +1324,9 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
                    help="time a client has to send its body (408 after)")
     p.add_argument("--threads", type=int, default=d.threads,
                    help="onnxruntime intra-op threads per model (0: onnxruntime's default)")
+    p.add_argument("--parallel-runs", type=int, default=d.parallel_runs,
+                   help="onnxruntime calls per model that may run at once, each on its own "
+                        "thread")
     p.add_argument("--drain-timeout-s", type=float, default=30.0,
                    help="on SIGTERM, longest wait for requests in flight")
     p.add_argument("--web-dir", default=None, help="folder of the page (default: web/ beside "
@@ -1292,7 +1354,7 @@ def main(argv=None, prog: str = "serve.py") -> int:
     limits = Limits(max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
                     max_queue=args.max_queue, max_examples=args.max_examples,
                     max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s,
-                    threads=args.threads)
+                    threads=args.threads, parallel_runs=args.parallel_runs)
     try:
         if not 0 <= args.port <= 65535:
             raise edge_io.EdgeError(f"--port must be in [0, 65535], got {args.port}")
@@ -1300,25 +1362,49 @@ def main(argv=None, prog: str = "serve.py") -> int:
     except (edge_io.EdgeError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(create_app(service), host=args.host, port=args.port,
-                            log_level=args.log_level, access_log=False,
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as e:
+        print(f"{prog}: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
+              file=sys.stderr)
+        return 2
+    config = uvicorn.Config(create_app(service), log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.drain_timeout_s,
                             timeout_keep_alive=5, server_header=False)
     server = uvicorn.Server(config)
-    # uvicorn drains on SIGTERM, then re-raises the signal to the handler in
-    # place before it started: make that one a clean exit.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the
+    # handler in place before it started: make that one a clean exit.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    host, port = sock.getsockname()[:2]
     print(f"{prog}: serving {', '.join(service.models)} of {args.export_dir} on "
-          f"http://{args.host}:{args.port} (coalescing up to {limits.max_batch} examples, "
-          f"window {limits.batch_window_ms:g} ms)", file=sys.stderr, flush=True)
+          f"http://{host}:{port} (coalescing up to {limits.max_batch} examples, window "
+          f"{limits.batch_window_ms:g} ms)", file=sys.stderr, flush=True)
     started = time.monotonic()
-    with contextlib.suppress(SystemExit):  # uvicorn's exit on a failed bind; our SIGTERM exit
-        server.run()
-    if not server.started:
-        print(f"{prog}: error: could not listen on {args.host}:{args.port}", file=sys.stderr)
-        return 2
+    with contextlib.suppress(SystemExit):  # our exit after the drain
+        server.run(sockets=[sock])
     log.info("stopped after %.0f s", time.monotonic() - started)
     return 0
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port` (port 0: any free port).
+
+    Raises:
+        OSError: the address is in use, unknown, or not this machine's.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ IMAGE_SHAPE = (8, 8, 1)
 CLASSES = 4
 
 BLOCKER = '''
+import os
 import sys
 
 class _Block:
@@ -32,6 +33,8 @@ class _Block:
         top = name.split(".")[0]
         if top in ("tensorflow", "keras", "tf2onnx", "tf_keras") or top.startswith("keras_vae"):
             raise ImportError(f"{name} is not installed on this machine (test blocker)")
+        if top == "orjson" and os.environ.get("BLOCK_ORJSON"):
+            raise ImportError("orjson is not installed on this machine (test blocker)")
         return None
 
 sys.meta_path.insert(0, _Block())
@@ -112,16 +115,16 @@ def free_port() -> int:
 class Server:
     """A `serve.py` subprocess on 127.0.0.1, with helpers to call it."""
 
-    def __init__(self, device: Path, export_dir: Path, flags=(), log: Path | None = None):
+    def __init__(self, device: Path, export_dir: Path, flags=(), env: dict | None = None):
         self.port = free_port()
         self.host = "127.0.0.1"
         self.url = f"{self.host}:{self.port}"
-        self.log = log or device / f"server-{self.port}.log"
+        self.log = device / f"server-{self.port}.log"
         with open(self.log, "w") as f:
             self.proc = subprocess.Popen(
                 [sys.executable, str(device / "serve.py"), str(export_dir), "--port",
                  str(self.port), *map(str, flags)],
-                cwd=device, env=_device_env(device), stdout=f, stderr=subprocess.STDOUT)
+                cwd=device, env={**_device_env(device), **(env or {})}, stdout=f, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -170,11 +173,11 @@ class Server:
 
 @pytest.fixture
 def start_server(device):
-    """Factory: `start_server(export_dir, *flags) -> Server`, stopped after the test."""
+    """Factory: `start_server(export_dir, *flags, env=None) -> Server`, killed after the test."""
     servers = []
 
-    def start(export_dir, *flags):
-        server = Server(device, export_dir, flags)
+    def start(export_dir, *flags, env=None):
+        server = Server(device, export_dir, flags, env)
         servers.append(server)
         return server
 

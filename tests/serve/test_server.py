@@ -552,6 +552,47 @@ def test_without_coalescing_each_request_is_one_call(start_server, tiny):
     assert stats["requests"] == 8 and stats["runs"] == 8 and stats["largest_run_requests"] == 1
 
 
+def test_parallel_runs_keep_rows_apart(start_server, tiny):
+    _, export_dir = tiny
+    server = start_server(export_dir, "--parallel-runs", 2, "--max-batch", 4)
+    zs = [_z(3, seed=i) for i in range(12)]
+    threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
+    for t in threads:
+        t.join()
+    decoder = ort_session(export_dir / "decoder.onnx")
+    for z, (status, _, raw) in zip(zs, results):
+        assert status == 200, raw
+        np.testing.assert_allclose(_decode_json(raw)["x"], decoder.run(None, {"z": z})[0],
+                                   atol=1e-5)
+    stats = server.stats()["models"]["decoder"]
+    assert stats["requests"] == 12 and stats["largest_run_examples"] <= 4
+
+
+def test_standard_library_json_when_orjson_is_absent(start_server, tiny):
+    _, export_dir = tiny
+    server = start_server(export_dir, env={"BLOCK_ORJSON": "1"})
+    assert server.stats()["json_library"] == "json"
+    z = _z(4)
+    status, _, raw = server.call("POST", "/v2/models/decoder/infer", _infer_body("z", z))
+    assert status == 200
+    want = ort_session(export_dir / "decoder.onnx").run(None, {"z": z})[0]
+    np.testing.assert_array_equal(_decode_json(raw)["x"], want)  # float32 round-trips exactly
+    body = json.dumps({"inputs": [{"name": "z", "shape": [1, LATENT], "datatype": "FP32",
+                                   "data": [float("nan"), 0, 0]}]}).encode()
+    status, _, raw = server.call("POST", "/v2/models/decoder/infer", body)
+    assert status == 400 and "1 NaN/Inf values" in json.loads(raw)["error"]
+    status, out = server.json("POST", "/v1/score", {"images": _images(2).tolist()})
+    np.testing.assert_allclose(out["scores"], _scores(export_dir, _images(2)), rtol=1e-5)
+
+
+def test_json_numbers_round_trip_exactly(server, calibrated):
+    assert server.stats()["json_library"] in ("orjson", "json")
+    x = _images(3)
+    status, _, raw = server.call("POST", "/v2/models/encoder/infer", _infer_body("image", x))
+    want = ort_session(calibrated / "encoder.onnx").run(["z_mean"], {"image": x})[0]
+    np.testing.assert_array_equal(_decode_json(raw)["z_mean"], want)
+
+
 def test_sigterm_finishes_requests_in_flight(start_server, tiny):
     _, export_dir = tiny
     server = start_server(export_dir, "--batch-window-ms", 1500)
@@ -637,7 +678,12 @@ def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, 
     data = bytearray((broken / "encoder.onnx").read_bytes())
     data[-1] ^= 1
     (broken / "encoder.onnx").write_bytes(bytes(data))
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     cases = [([str(broken)], "does not match the SHA-256"),
+             ([str(export_dir), "--port", str(taken.getsockname()[1])],
+              "cannot listen on 127.0.0.1"),
              ([str(tmp_path / "nowhere")], "No export directory"),
              ([str(export_dir), "--max-batch", "0"], "--max-batch must be >= 1"),
              ([str(export_dir), "--batch-window-ms", "-1"], "--batch-window-ms must be >= 0")]
@@ -647,6 +693,7 @@ def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, 
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    taken.close()
 
 
 # --------------------------------------------------------------- PNG codec
