@@ -594,13 +594,13 @@ class Service:
             raise ServeError(413, f"{n} {what} in one request is above the limit of "
                                   f"{self.limits.max_examples} (--max-examples)")
 
-    def check_images(self, x: np.ndarray, where: str) -> None:
-        """Refuses NaN/Inf and pixels outside the manifest's value range (400)."""
+    def check_values(self, x: np.ndarray, where: str, pixels: bool = True) -> None:
+        """Refuses NaN/Inf, and for `pixels` values outside the manifest's range (400)."""
         bad = ~np.isfinite(x)
         if bad.any():
             raise ServeError(400, f"{where} contains {int(bad.sum())} NaN/Inf values (first at "
                                   f"index {tuple(int(i) for i in np.argwhere(bad)[0])})")
-        if self.value_range is not None and x.size:
+        if pixels and self.value_range is not None and x.size:
             lo, hi = float(x.min()), float(x.max())
             if lo < self.value_range[0] or hi > self.value_range[1]:
                 hint = " (looks like 0..255 pixels: divide by 255)" if 1 < hi <= 255 else ""
@@ -687,21 +687,13 @@ class Service:
             raise ServeError(400, "the batch is empty (first dimension 0)")
         self.check_examples(n)
         for name, array in feeds.items():
-            if name == "image":
-                self.check_images(array, f"input {name!r}")
-            elif array.dtype.kind == "f":
-                self.check_images_finite(array, f"input {name!r}")
+            if array.dtype.kind == "f":
+                self.check_values(array, f"input {name!r}", pixels=name == "image")
             elif name == "label":
                 self.check_labels(array, n, f"input {name!r}")
         all_binary = bool(params.get("binary_data_output", False))
         wanted, binary_out = self._requested_outputs(model, request.get("outputs"), all_binary)
         return feeds, wanted, binary_out, request.get("id")
-
-    @staticmethod
-    def check_images_finite(x: np.ndarray, where: str) -> None:
-        bad = ~np.isfinite(x)
-        if bad.any():
-            raise ServeError(400, f"{where} contains {int(bad.sum())} NaN/Inf values")
 
     def _tensor(self, tensor: dict, spec: TensorSpec, binary: memoryview, offset: int):
         """One input tensor of the request as a numpy array, checked against `spec`."""
@@ -837,7 +829,7 @@ class Service:
         if len(x) < 1:
             raise ServeError(400, f"'{where}' is empty")
         self.check_examples(len(x), "images")
-        self.check_images(x, f"'{where}'")
+        self.check_values(x, f"'{where}'")
         return x
 
 
