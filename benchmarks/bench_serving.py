@@ -1,21 +1,25 @@
 """Serving under concurrency: requests/s and p50/p99 latency of batch-1 decoding and scoring.
 
-Three servers run side by side on 127.0.0.1, each in its own process:
+Three servers run side by side on 127.0.0.1, each in its own process, and
+are called four ways:
 
 - `ours`: `export/serve.py` over the ONNX export, coalescing concurrent
-  requests into one onnxruntime call (`--max-batch 64`, `--batch-window-ms`
-  as given);
-- `ours-no-coalescing`: the same with `--max-batch 1` (one call per request);
+  requests into one onnxruntime call (`--max-batch 64`, the server's default
+  window and threads unless given), called with JSON: KServe v2 for
+  decoding, `/v1/score` for scoring;
+- `ours-binary`: the same server called with the binary tensor extension (as
+  tritonclient does), decoding with `decoder`, scoring with `scorer` at eps = 0;
+- `ours-no-coalescing`: a second server with `--max-batch 1` (one
+  onnxruntime call per request), called with JSON;
 - `flask-predict`: `flask_predict.py`, a Flask app calling Keras
   `model.predict` per request (the plain way, on Flask's threaded server).
 
 N clients (asyncio, one keep-alive connection each, in this process) send
 batch-1 requests back to back for `--seconds`: a decode (one latent code ->
-one image, KServe v2 JSON for ours) and a score (one image -> its negative
-ELBO, `/v1/score` for ours). Segments are interleaved (round by round, every
-system and task) so that the load of a shared machine falls on all of them
-alike. The same requests give the same numbers on every server (checked
-before timing).
+one image) and a score (one image -> its negative ELBO). Segments are
+interleaved (round by round, every system and task) so that the load of a
+shared machine falls on all of them alike. The same request gives the same
+numbers from every server (checked before timing).
 
 Usage (from the repository root):
 
@@ -128,53 +132,81 @@ def get_json(port: int, path: str):
         return json.loads(r.read())
 
 
-def post_json(port: int, path: str, body: bytes):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as r:
-        return json.loads(r.read())
-
-
 # ----------------------------------------------------------------- requests
 
-
-def request_bodies(system: str, task: str, codes, images) -> list[bytes]:
-    """JSON bodies of batch-1 requests, one per code or image, in each server's API."""
-    bodies = []
-    for z, x in zip(codes, images):
-        if task == "decode" and system.startswith("ours"):
-            body = {"inputs": [{"name": "z", "shape": [1, len(z)], "datatype": "FP32",
-                                "data": z.tolist()}]}
-        elif task == "decode":
-            body = {"z": [z.tolist()]}
-        else:
-            body = {"images": [x.tolist()]}
-        bodies.append(json.dumps(body).encode())
-    return bodies
+# system -> (server process it talks to, request encoding)
+SYSTEMS = {
+    "ours": ("ours", "json"),
+    "ours-binary": ("ours", "binary"),
+    "ours-no-coalescing": ("ours-no-coalescing", "json"),
+    "flask-predict": ("flask-predict", "json"),
+}
 
 
-PATHS = {("ours", "decode"): "/v2/models/decoder/infer", ("ours", "score"): "/v1/score",
-         ("flask", "decode"): "/decode", ("flask", "score"): "/score"}
+def build_requests(system: str, task: str, codes, images) -> tuple[str, list[bytes]]:
+    """`(path, HTTP requests)`: one batch-1 request per code or image, in the system's API.
 
-
-def path_of(system: str, task: str) -> str:
-    return PATHS["ours" if system.startswith("ours") else "flask", task]
-
-
-def raw_requests(path: str, bodies: list[bytes]) -> list[bytes]:
-    return [(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-             f"Content-Length: {len(b)}\r\n\r\n").encode() + b for b in bodies]
-
-
-def decoded_output(system: str, task: str, answer: dict):
-    """The numbers of an answer (images or scores), whatever the server's layout."""
+    ours: KServe v2 JSON for decoding, `/v1/score` JSON for scoring; ours-binary:
+    KServe v2 with the binary tensor extension (what tritonclient sends), the
+    scorer with eps = 0; flask: `{"z": [[...]]}` and `{"images": [...]}`.
+    """
     import numpy as np
 
-    if task == "score":
-        return np.asarray(answer["scores"], np.float32)
-    if system.startswith("ours"):
+    server, encoding = SYSTEMS[system]
+    requests = []
+    for z, x in zip(codes, images):
+        headers = {"Content-Type": "application/json"}
+        if encoding == "binary":
+            if task == "decode":
+                path, tensors, output = "/v2/models/decoder/infer", {"z": z[None]}, "x"
+            else:
+                path, output = "/v2/models/scorer/infer", "negative_elbo"
+                tensors = {"image": x[None], "eps": np.zeros((1, len(codes[0])), np.float32)}
+            head = json.dumps({
+                "inputs": [{"name": name, "shape": list(a.shape), "datatype": "FP32",
+                            "parameters": {"binary_data_size": a.nbytes}}
+                           for name, a in tensors.items()],
+                "outputs": [{"name": output, "parameters": {"binary_data": True}}]}).encode()
+            body = head + b"".join(a.astype("<f4").tobytes() for a in tensors.values())
+            headers = {"Content-Type": "application/octet-stream",
+                       "Inference-Header-Content-Length": str(len(head))}
+        elif server.startswith("ours") and task == "decode":
+            path = "/v2/models/decoder/infer"
+            body = json.dumps({"inputs": [{"name": "z", "shape": [1, len(z)], "datatype": "FP32",
+                                           "data": z.tolist()}]}).encode()
+        elif server.startswith("ours"):
+            path, body = "/v1/score", json.dumps({"images": [x.tolist()]}).encode()
+        elif task == "decode":
+            path, body = "/decode", json.dumps({"z": [z.tolist()]}).encode()
+        else:
+            path, body = "/score", json.dumps({"images": [x.tolist()]}).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        requests.append((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
+                         f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+    return path, requests
+
+
+def answer_numbers(request: bytes, port: int, task: str):
+    """Sends one request; returns the numbers of its answer (images or scores), flat."""
+    import numpy as np
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(request)
+        reader = sock.makefile("rb")
+        status = int(reader.readline().split()[1])
+        headers = {}
+        while (line := reader.readline().strip()):
+            key, value = line.decode("latin-1").split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+        body = reader.read(int(headers["content-length"]))
+    if status != 200:
+        raise SystemExit(f"{task} request failed with {status}: {body[:300]!r}")
+    if "inference-header-content-length" in headers:  # binary tensor extension
+        return np.frombuffer(body[int(headers["inference-header-content-length"]):], "<f4")
+    answer = json.loads(body)
+    if "outputs" in answer:
         return np.asarray(answer["outputs"][0]["data"], np.float32)
-    return np.asarray(answer["x"], np.float32).reshape(-1)
+    return np.asarray(answer["scores" if task == "score" else "x"], np.float32).reshape(-1)
 
 
 # ------------------------------------------------------------------- clients
@@ -277,11 +309,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-batch", type=int, default=64, help="ours: coalescing limit")
     parser.add_argument("--batch-window-ms", type=float, default=None,
                         help="ours: coalescing window (default: the server's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="ours: onnxruntime intra-op threads per model")
-    parser.add_argument("--systems", nargs="+",
-                        default=["ours", "ours-no-coalescing", "flask-predict"],
-                        choices=["ours", "ours-no-coalescing", "flask-predict"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ours: onnxruntime intra-op threads per model (default: the "
+                             "server's)")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--tasks", nargs="+", default=["decode", "score"],
                         choices=["decode", "score"])
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
@@ -302,7 +333,7 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(0)
     codes = rng.standard_normal((64, model.latent_dim), dtype=np.float32)
     images = rng.random((64, *model.image_shape), dtype=np.float32)
-    processes, rows = {}, []
+    servers, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         export_dir = tmp / "export"
@@ -310,8 +341,9 @@ def main(argv=None) -> dict:
         model_path = tmp / "model.keras"
         saving.save_model(model, model_path)
         try:
-            flags = ["--max-examples", "64", "--max-queue", "4096", "--threads",
-                     str(args.threads)]
+            flags = ["--max-examples", "64", "--max-queue", "4096"]
+            if args.threads is not None:
+                flags += ["--threads", str(args.threads)]
             window = ([] if args.batch_window_ms is None
                       else ["--batch-window-ms", str(args.batch_window_ms)])
             quiet = {"ORT_DISABLE_TELEMETRY": "1"}
@@ -322,34 +354,35 @@ def main(argv=None) -> dict:
                                        "--max-batch", "1", *flags],
                 "flask-predict": [sys.executable, str(FLASK), str(model_path)],
             }
-            for system in args.systems:
+            for server in dict.fromkeys(SYSTEMS[s][0] for s in args.systems):
                 port = free_port()
-                ready = "/health" if system == "flask-predict" else "/v2/health/ready"
-                processes[system] = Process(system, [*commands[system], "--port", str(port)],
-                                            tmp, port, ready, env=quiet)
+                ready = "/health" if server == "flask-predict" else "/v2/health/ready"
+                servers[server] = Process(server, [*commands[server], "--port", str(port)],
+                                          tmp, port, ready, env=quiet)
             requests, reference = {}, {}
-            for system, proc in processes.items():
+            for system in args.systems:
+                port = servers[SYSTEMS[system][0]].port
                 for task in args.tasks:
-                    bodies = request_bodies(system, task, codes, images)
-                    path = path_of(system, task)
-                    requests[system, task] = raw_requests(path, bodies)
+                    requests[system, task] = build_requests(system, task, codes, images)[1]
                     # The same request gives the same numbers on every server.
-                    got = decoded_output(system, task, post_json(proc.port, path, bodies[0]))
+                    got = answer_numbers(requests[system, task][0], port, task)
                     want = reference.setdefault(task, got)
                     error = float(np.abs(got - want).max() / max(1.0, np.abs(want).max()))
-                    if error > 1e-4:
+                    if got.shape != want.shape or error > 1e-4:
                         raise SystemExit(f"{system} {task}: answers differ from "
-                                         f"{next(iter(processes))} by {error:.2e} (relative)")
+                                         f"{args.systems[0]}'s by {error:.2e} (relative)")
             for clients in args.clients:
-                for system, proc in processes.items():
+                for system in args.systems:
                     for task in args.tasks:
-                        run_segment(proc.port, requests[system, task], clients, args.warmup)
+                        run_segment(servers[SYSTEMS[system][0]].port, requests[system, task],
+                                    clients, args.warmup)
                 segments = {key: [] for key in requests}
                 for _ in range(args.rounds):
                     for task in args.tasks:
-                        for system, proc in processes.items():
-                            segments[system, task].append(
-                                _measure(proc, system, task, requests, clients, args.seconds))
+                        for system in args.systems:
+                            segments[system, task].append(_measure(
+                                servers[SYSTEMS[system][0]], system, task,
+                                requests[system, task], clients, args.seconds))
                 for (system, task), parts in segments.items():
                     rows.append(_row(system, task, clients, parts))
                 _add_ratios(rows, clients)
@@ -360,7 +393,7 @@ def main(argv=None) -> dict:
                               f" req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
                               f"  failures {row['failures']}", flush=True)
         finally:
-            for proc in processes.values():
+            for proc in servers.values():
                 proc.stop()
 
     targets = _targets(rows, args)
@@ -375,7 +408,8 @@ def main(argv=None) -> dict:
                   "arch": model.arch},
         "setup": {"ours_flags": ours_flags,
                   "requests": "batch 1; ours: KServe v2 JSON (decode), /v1/score JSON (score); "
-                              "flask: {'z': [[...]]} / {'images': [...]}, JSON answers",
+                              "ours-binary: KServe v2 binary tensors (decoder, scorer with "
+                              "eps = 0); flask: {'z': [[...]]} / {'images': [...]}",
                   "clients": "asyncio in the benchmark process, one keep-alive connection "
                              "each, requests back to back"},
         "rows": rows,
@@ -386,11 +420,12 @@ def main(argv=None) -> dict:
     return payload
 
 
-def _measure(proc: Process, system: str, task: str, requests: dict, clients: int,
+def _measure(proc: Process, system: str, task: str, requests: list, clients: int,
              seconds: float) -> dict:
+    """One timed segment, with the server's CPU time and (ours) its onnxruntime calls."""
     before_stats = _stats(proc, system, task)
     cpu = proc.cpu_s()
-    seg = run_segment(proc.port, requests[system, task], clients, seconds)
+    seg = run_segment(proc.port, requests, clients, seconds)
     seg["server_cpu_s"] = proc.cpu_s() - cpu
     after_stats = _stats(proc, system, task)
     if before_stats and after_stats:

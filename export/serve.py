@@ -6,7 +6,7 @@ keras_vae): copy this file, `edge_io.py` (and the `web/` folder for the page)
 beside the export directory, then
 
     python serve.py EXPORT_DIR                      # http://127.0.0.1:8000
-    python serve.py EXPORT_DIR --port 9000 --max-batch 64 --batch-window-ms 1
+    python serve.py EXPORT_DIR --port 9000 --max-batch 64 --threads 2
 
 It checks every exported file against the manifest's SHA-256, opens the fp32
 ONNX `decoder`, `encoder` and `scorer` in onnxruntime (one session each) and
@@ -26,7 +26,8 @@ plus the keras-vae routes:
     GET  /  (the page in web/), /web/<file>, /ort/<onnxruntime-web file>
 
 Concurrent requests for one model are coalesced into one onnxruntime call
-(up to `--max-batch` examples, waiting at most `--batch-window-ms` for more);
+(those that queued while the previous call ran, up to `--max-batch` examples;
+`--batch-window-ms` waits for more);
 a model with `--max-queue` requests waiting answers 503 with Retry-After; a
 request above `--max-examples` examples or `--max-body-bytes` bytes answers
 413. SIGTERM stops accepting connections, finishes the requests in flight,
@@ -101,7 +102,8 @@ class Limits:
         max_batch: Most examples one onnxruntime call runs; 1 turns coalescing
             off (every request is its own call).
         batch_window_ms: How long the first waiting request may wait for
-            others to join its call (0: only those already queued join).
+            others to join its call. 0 (the default) adds no latency: the
+            requests that queued while the previous call ran join it.
         max_queue: Requests per model admitted and not yet answered; the next
             one is refused with 503 and `Retry-After`.
         max_examples: Most examples (images, codes) in one request (413 above).
@@ -112,7 +114,7 @@ class Limits:
     """
 
     max_batch: int = 64
-    batch_window_ms: float = 1.0
+    batch_window_ms: float = 0.0
     max_queue: int = 256
     max_examples: int = 256
     max_body_bytes: int = 8 << 20
@@ -1305,7 +1307,8 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=d.max_batch,
                    help="most examples coalesced into one onnxruntime call (1: no coalescing)")
     p.add_argument("--batch-window-ms", type=float, default=d.batch_window_ms,
-                   help="longest wait for requests to join a call (0: only those queued)")
+                   help="extra wait for requests to join a call (default 0: those that "
+                        "queued while the previous call ran)")
     p.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests waiting per model before 503 + Retry-After")
     p.add_argument("--max-examples", type=int, default=d.max_examples,

@@ -27,7 +27,8 @@ def test_bench_serving_tiny(tmp_path):
                 "rows", "targets"):
         assert key in result, key
     rows = {(r["system"], r["task"]): r for r in result["rows"]}
-    assert set(rows) == {(s, t) for s in ("ours", "ours-no-coalescing", "flask-predict")
+    assert set(rows) == {(s, t) for s in ("ours", "ours-binary", "ours-no-coalescing",
+                                                      "flask-predict")
                          for t in ("decode", "score")}
     for (system, task), row in rows.items():
         assert row["failures"] == 0, row
@@ -41,4 +42,5 @@ def test_bench_serving_tiny(tmp_path):
     for task in ("decode", "score"):
         assert rows["ours-no-coalescing", task]["requests_per_onnx_call"] == 1
         assert rows["ours", task]["requests_per_onnx_call"] >= 1
+        assert rows["ours-binary", task]["requests_per_onnx_call"] >= 1
     assert "| ours | decode |" in proc.stdout
