@@ -96,3 +96,32 @@ def test_write_keeps_the_files_verifiable(calibration, tiny, tmp_path, serve_lib
         edge_io.verify_file(out, file_entry)
     with pytest.raises(ValueError, match="finite threshold"):
         calibration.write({**entry, "threshold": float("nan")}, out)
+
+
+@pytest.mark.slow
+def test_trained_model_served_flags_inverted_digits(calibration, export_pkg, mnist8k_dir,
+                                                    tmp_path, start_server):
+    """Real digits: a model trained on them, calibrated on held-out ones, served."""
+    import keras_vae
+    from keras_vae import data
+
+    train = data.load(str(mnist8k_dir), "train[:7000]", batch_size=128, shuffle=True, seed=0)
+    model = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=8, arch="mlp", seed=0)
+    model.compile()
+    model.fit(train, epochs=5, verbose=0)
+    x, _ = data.load_arrays(str(mnist8k_dir), "train[7000:]")
+    out = tmp_path / "export"
+    export_pkg.export(model, out, formats="onnx")
+    entry = calibration.calibrate(model, x[:500], quantile=0.99, source="mnist-8k val")
+    calibration.write(entry, out)
+
+    server = start_server(out)
+    held_out = x[500:700]  # never seen in training or calibration
+    status, normal = server.json("POST", "/v1/score", {"images": held_out.tolist()})
+    assert status == 200 and normal["threshold"] == entry["threshold"]
+    status, inverted = server.json("POST", "/v1/score", {"images": (1 - held_out).tolist()})
+    assert status == 200
+    # About 1% of normal digits exceed the 0.99 quantile; every inverted digit does.
+    assert np.mean(normal["is_anomaly"]) <= 0.05
+    assert all(inverted["is_anomaly"])
+    np.testing.assert_allclose(normal["scores"], calibration.scores(model, held_out), rtol=1e-4)
