@@ -743,8 +743,8 @@ class Service:
                                   "lengths)") from None
         if array.size and array.dtype.kind not in ("iuf" if spec.dtype.kind == "f" else "iu"):
             kind = "numbers" if spec.dtype.kind == "f" else "integers"
-            raise ServeError(400, f"input {name!r}: {datatype} data must be {kind}, got "
-                                  f"{'ragged or mixed values' if array.dtype == object else array.dtype}")
+            got = "ragged or mixed values" if array.dtype == object else array.dtype
+            raise ServeError(400, f"input {name!r}: {datatype} data must be {kind}, got {got}")
         if array.size != count:
             raise ServeError(400, f"input {name!r} has {array.size} values but shape {shape} "
                                   f"needs {count}")
@@ -1158,11 +1158,12 @@ async def interpolate_png(request, service):
 @_route
 async def info(request, service):
     m = service.manifest
-    return _json_response({"latent_dim": service.latent_dim, "image_shape": list(service.image_shape),
-                         "num_classes": service.num_classes, "class_names": m.get("class_names"),
-                         "value_range": m["image"].get("value_range"), "prior": m.get("prior"),
-                         "models": list(service.models), "anomaly": service.anomaly,
-                         "max_examples": service.limits.max_examples})
+    return _json_response({
+        "latent_dim": service.latent_dim, "image_shape": list(service.image_shape),
+        "num_classes": service.num_classes, "class_names": m.get("class_names"),
+        "value_range": m["image"].get("value_range"), "prior": m.get("prior"),
+        "models": list(service.models), "anomaly": service.anomaly,
+        "max_examples": service.limits.max_examples})
 
 
 @_route

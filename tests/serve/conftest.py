@@ -124,7 +124,8 @@ class Server:
             self.proc = subprocess.Popen(
                 [sys.executable, str(device / "serve.py"), str(export_dir), "--port",
                  str(self.port), *map(str, flags)],
-                cwd=device, env={**_device_env(device), **(env or {})}, stdout=f, stderr=subprocess.STDOUT)
+                cwd=device, env={**_device_env(device), **(env or {})}, stdout=f,
+                stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
@@ -141,7 +142,8 @@ class Server:
         return self.log.read_text() if self.log.exists() else ""
 
     def call(self, method: str, path: str, body=None, headers=None, timeout: float = 20):
-        """`(status, headers (case-insensitive), body bytes)` of one request, on its own connection."""
+        """`(status, headers (case-insensitive), body bytes)` of one request on its own
+        connection."""
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}

@@ -518,7 +518,7 @@ def _wait_queued(server, model, count, timeout=10):
 
 def test_coalescing_batches_requests_and_keeps_rows_apart(start_server, tiny):
     _, export_dir = tiny
-    server = start_server(export_dir, "--batch-window-ms", 800, "--max-batch", 64,
+    server = start_server(export_dir, "--batch-window-ms", 2000, "--max-batch", 64,
                           "--max-queue", 6)
     zs = [_z(i + 1, seed=i) for i in range(6)]  # requests of 1..6 codes
     threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
@@ -595,7 +595,7 @@ def test_json_numbers_round_trip_exactly(server, calibrated):
 
 def test_sigterm_finishes_requests_in_flight(start_server, tiny):
     _, export_dir = tiny
-    server = start_server(export_dir, "--batch-window-ms", 1500)
+    server = start_server(export_dir, "--batch-window-ms", 2000)
     zs = [_z(2, seed=i) for i in range(3)]
     threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
     _wait_queued(server, "decoder", 3)
