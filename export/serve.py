@@ -58,13 +58,22 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
 
+
+def _missing(message: str):
+    """Run as a script: one line and exit status 2; imported: an ImportError."""
+    if __name__ == "__main__":
+        print(f"serve.py: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    raise ImportError(message)
+
+
 try:
     from . import edge_io  # imported as part of the installed package
 except ImportError:
     try:
         import edge_io  # run as a script: the helper sits beside this file
     except ImportError:
-        sys.exit("serve.py: error: edge_io.py must sit beside this script; copy both.")
+        _missing("edge_io.py must sit beside serve.py; copy both.")
 
 try:
     import orjson  # optional: 10-20x faster float formatting than json
@@ -78,9 +87,9 @@ try:
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import FileResponse, Response
     from starlette.routing import Route
-except ImportError as e:  # pragma: no cover - depends on the device
-    sys.exit(f"serve.py: error: {e.name} is not installed; the server needs numpy, "
-             "onnxruntime, starlette and uvicorn (pip install 'keras-vae[serve]').")
+except ImportError as e:  # depends on the machine
+    _missing(f"{e.name} is not installed; the server needs numpy, onnxruntime, starlette "
+             "and uvicorn (pip install 'keras-vae[serve]').")
 
 log = logging.getLogger("keras_vae.serve")
 
