@@ -7,9 +7,10 @@ change when `keras_vae_export` becomes `keras_vae.export`.
 import contextlib
 import http.client
 import json
+import os
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -106,37 +107,42 @@ def _device_env(device: Path) -> dict:
             "HOME": str(device), "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
-    """A `serve.py` subprocess on 127.0.0.1, with helpers to call it."""
+    """A `serve.py` subprocess on 127.0.0.1, with helpers to call it.
+
+    The server picks its own free port (`--port 0`) and prints it: no other
+    process on the machine can take the port between choosing and binding.
+    """
+
+    _count = 0
 
     def __init__(self, device: Path, export_dir: Path, flags=(), env: dict | None = None):
-        self.port = free_port()
+        Server._count += 1
         self.host = "127.0.0.1"
-        self.url = f"{self.host}:{self.port}"
-        self.log = device / f"server-{self.port}.log"
+        self.log = device / f"server-{os.getpid()}-{Server._count}.log"
         with open(self.log, "w") as f:
             self.proc = subprocess.Popen(
-                [sys.executable, str(device / "serve.py"), str(export_dir), "--port",
-                 str(self.port), *map(str, flags)],
+                [sys.executable, str(device / "serve.py"), str(export_dir), "--port", "0",
+                 *map(str, flags)],
                 cwd=device, env={**_device_env(device), **(env or {})}, stdout=f,
                 stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
+        self.port = None
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if self.call("GET", "/v2/health/ready", timeout=2)[0] == 200:
-                    break
+            if self.port is None:
+                found = re.search(r" on http://127\.0\.0\.1:(\d+) ", self.output())
+                self.port = int(found[1]) if found else None
+            if self.port is not None:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    if self.call("GET", "/v2/health/ready", timeout=2)[0] == 200:
+                        break
             if time.monotonic() > deadline:
                 self.stop(signal.SIGKILL)
                 raise RuntimeError(f"server not ready after 60 s: {self.output()}")
             time.sleep(0.1)
+        self.url = f"{self.host}:{self.port}"
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

@@ -701,14 +701,11 @@ def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, 
 
 def test_png_decoder_matches_pillow(serve_lib):
     rng = np.random.default_rng(0)
-    filters = set()
     for shape in [(8, 8), (28, 28), (5, 13)]:
         smooth = np.add.outer(np.arange(shape[0]), np.arange(shape[1])) * 7 % 256
         for pixels in (rng.integers(0, 256, shape, dtype=np.uint8),
                        smooth.astype(np.uint8), np.zeros(shape, np.uint8)):
-            data = _png(pixels)
-            filters |= _filter_types(data)
-            got = serve_lib.decode_png(data, (*shape, 1))
+            got = serve_lib.decode_png(_png(pixels), (*shape, 1))
             np.testing.assert_array_equal(got[..., 0], pixels / np.float32(255))
         deep = rng.integers(0, 65536, shape, dtype=np.uint16)
         got = serve_lib.decode_png(_png(deep), (*shape, 1))
@@ -726,7 +723,6 @@ def test_png_decoder_matches_pillow(serve_lib):
         np.testing.assert_array_equal(serve_lib.decode_png(data, (6, 9, 3)),
                                       pixels / np.float32(255))
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
-    assert filters, "Pillow wrote no PNG to read"
 
 
 def test_png_encoder_round_trips_through_pillow(serve_lib):
@@ -734,21 +730,6 @@ def test_png_encoder_round_trips_through_pillow(serve_lib):
     for pixels in (rng.integers(0, 256, (17, 23), dtype=np.uint8),
                    rng.integers(0, 256, (9, 4, 3), dtype=np.uint8)):
         np.testing.assert_array_equal(_read_png(serve_lib.encode_png(pixels)), pixels)
-
-
-def _filter_types(data):
-    """The row filter bytes Pillow chose (for the record of what was decoded)."""
-    pos, idat = 8, b""
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        if kind == b"IDAT":
-            idat += data[pos + 8:pos + 8 + length]
-        pos += 12 + length
-    with Image.open(io.BytesIO(data)) as image:
-        width, mode = image.width, image.mode
-    row = width * {"L": 1, "RGB": 3, "I;16": 2, "I": 2}.get(mode, 1) + 1
-    raw = zlib.decompress(idat)
-    return {raw[i] for i in range(0, len(raw), row)}
 
 
 def _png_with_filter(pixels, kind):
