@@ -1,0 +1,46 @@
+"""`benchmarks/bench_serving.py` runs end to end on its `--tiny` setting (so it cannot rot)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_bench_serving_tiny(tmp_path):
+    pytest.importorskip("flask")
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "serving.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_serving.py"), "--tiny", "--out",
+         str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in ("machine", "versions", "load_average_before", "load_average_after", "args",
+                "rows", "targets"):
+        assert key in result, key
+    rows = {(r["system"], r["task"]): r for r in result["rows"]}
+    assert set(rows) == {(s, t) for s in ("ours", "ours-binary", "ours-no-coalescing",
+                                                      "flask-predict")
+                         for t in ("decode", "score")}
+    for (system, task), row in rows.items():
+        assert row["failures"] == 0, row
+        assert row["requests"] > 0
+        for key in ("requests_per_s", "p50_ms", "p99_ms"):
+            assert math.isfinite(row[key]) and row[key] > 0, (system, task, key, row[key])
+        assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        if system != "flask-predict":
+            assert row["speedup_vs_flask"] > 0
+    # Without coalescing every request is one onnxruntime call; with it, never more.
+    for task in ("decode", "score"):
+        assert rows["ours-no-coalescing", task]["requests_per_onnx_call"] == 1
+        assert rows["ours", task]["requests_per_onnx_call"] >= 1
+        assert rows["ours-binary", task]["requests_per_onnx_call"] >= 1
+    assert "| ours | decode |" in proc.stdout
