@@ -14,6 +14,16 @@ EXPORT = [
     "onnxruntime>=1.18,<1.32",
     "ai-edge-litert>=1.2,<2.4",
 ]
+# The HTTP server (export/serve.py): numpy, onnxruntime and an ASGI stack; no TensorFlow.
+SERVE = [
+    "onnxruntime>=1.18,<1.32",
+    "starlette>=0.37",
+    "uvicorn>=0.30",
+    "python-multipart>=0.0.9",
+    "httptools>=0.6",  # speed-ups, used when present
+    "uvloop>=0.19; sys_platform != 'win32'",
+    "orjson>=3.9",
+]
 DEV = [
     "pytest>=8",
     "nbclient>=0.10",
@@ -21,6 +31,8 @@ DEV = [
     "ipykernel>=6.29",
     "ruff>=0.5",
     "playwright>=1.40",  # drives Debian's chromium in the browser tests; downloads no browser
+    "tritonclient[http]>=2.40",  # an outside client of the serving tests
+    "flask>=3.0",  # the plain Flask + predict server the serving benchmark compares with
 ]
 
 setup(
@@ -48,7 +60,8 @@ setup(
         "matplotlib>=3.8",
     ],
     # "bench": the PyTorch reference of benchmarks/ only (large; not in "all").
-    extras_require={"export": EXPORT, "dev": DEV, "all": EXPORT + DEV,
+    extras_require={"export": EXPORT, "serve": SERVE, "dev": DEV,
+                    "all": EXPORT + SERVE + DEV,
                     "bench": ["torch>=2.2"]},
     entry_points={"console_scripts": ["keras-vae=keras_vae.cli:main"]},
     classifiers=[

@@ -326,7 +326,7 @@ def main(argv=None) -> dict:
 
     import numpy as np
 
-    import keras_vae_export
+    import keras_vae.export
     from keras_vae import saving
 
     model = build_model(args)
@@ -337,7 +337,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         export_dir = tmp / "export"
-        keras_vae_export.export(model, export_dir, formats="onnx", graphs=("decoder", "scorer"))
+        keras_vae.export.export(model, export_dir, formats="onnx", graphs=("decoder", "scorer"))
         model_path = tmp / "model.keras"
         saving.save_model(model, model_path)
         try:

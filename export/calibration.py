@@ -29,9 +29,9 @@ import tensorflow as tf
 
 from keras_vae import anomaly as anomaly_lib
 from keras_vae import evaluation
-from keras_vae_export import graphs as graphs_lib
-from keras_vae_export import manifest as manifest_lib
-from keras_vae_export.edge_io import read_manifest
+from keras_vae.export import graphs as graphs_lib
+from keras_vae.export import manifest as manifest_lib
+from keras_vae.export.edge_io import read_manifest
 
 SCORE = "negative_elbo"
 EPS = "zeros"

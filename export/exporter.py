@@ -42,8 +42,11 @@ register = FORMATS.register
 QUANTIZATIONS = tuple(dict.fromkeys(
     p for spec in FORMATS.values() for p in spec.precisions if p != "fp32"))
 QUANTIZE_ALIASES = {"int8": ("int8_dynamic", "int8_full")}
-# The device side of a bundle: numpy-only programs copied beside the files.
-DEVICE_FILES = ("edge_io.py", "sample_onnx.py", "sample_litert.py")
+# The device side of a bundle: numpy-only programs copied beside the files (the
+# server and its browser page too; onnxruntime-web's runtime files are not copied:
+# `npm ci` in export/web, or a `web/ort/` folder beside the bundle's files).
+DEVICE_FILES = ("edge_io.py", "sample_onnx.py", "sample_litert.py", "serve.py",
+                "web/index.html", "web/app.js", "web/npy_random.js", "web/style.css")
 SOURCE = Path(__file__).resolve().parent
 
 
@@ -170,8 +173,9 @@ def write_bundle(directory, manifest: dict) -> list[dict]:
     entries = []
     for name in DEVICE_FILES:
         if (SOURCE / name).is_file():
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(SOURCE / name, directory / name)
-            entries.append(manifest_lib.file_entry(directory / name))
+            entries.append({**manifest_lib.file_entry(directory / name), "path": name})
     files.atomic_write(directory / "README.md", lambda f: f.write(bundle_readme(manifest)),
                        mode="w")
     return entries
@@ -207,7 +211,13 @@ against the sha256 in `manifest.json` before loading it.
 python sample_onnx.py . --n 16 --seed 0 --out grid.png
 python sample_onnx.py . --interpolate 0 1 --steps 8 --out path.png
 python sample_litert.py . --precision int8_full --n 16 --out grid.png
+python serve.py . --port 8000    # HTTP: Open Inference Protocol, /v1/score, the page at /
 ```
+
+`serve.py` also needs Starlette and uvicorn (`pip install starlette uvicorn
+python-multipart`); its browser page needs onnxruntime-web's files in `web/ort/`
+(`ort.wasm.min.mjs`, `ort-wasm-simd-threaded.mjs`, `ort-wasm-simd-threaded.wasm`
+from the npm package's `dist/`).
 
 The same `--seed` gives the same images as `vae.sample(n, seed=...)` in
 keras_vae. onnxruntime's telemetry is switched off (`ORT_DISABLE_TELEMETRY=1`)

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _quiet_tensorflow():
@@ -290,11 +291,31 @@ def cmd_export(args):
 
     model = saving.load_model(args.model, compile=False)
     graphs = args.graphs or tuple(model.export_graphs())  # default: every graph it offers
+    anomaly = _calibrate(model, args) if args.calibrate else None  # bad data: before any work
     manifest = export.export(
         model, args.out, formats=args.formats, quantize=args.quantize, graphs=graphs,
         seed=args.seed, overwrite=args.overwrite)
+    if anomaly is not None:
+        from keras_vae.export import calibration
+
+        manifest = calibration.write(anomaly, args.out)
     print(export.table(manifest))
     print(f"Wrote {len(manifest['files'])} files and manifest.json to {args.out}")
+    if anomaly is not None:
+        print(f"Anomaly threshold {anomaly['threshold']:.3f} nats (the {anomaly['quantile']:g} "
+              f"quantile of {anomaly['calibration_examples']} scores on {args.calibrate} "
+              f"{args.calibrate_split})")
+
+
+def _calibrate(model, args) -> dict:
+    """The scorer's threshold on normal data, for the manifest (`--calibrate`)."""
+    from keras_vae import data
+    from keras_vae.export import calibration
+
+    x, y = data.load_arrays(args.calibrate, args.calibrate_split)
+    labels = y if getattr(model, "num_classes", 0) else None
+    return calibration.calibrate(model, x, args.quantile, labels=labels,
+                                 source=f"{args.calibrate} {args.calibrate_split}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, default=2, help="Keras verbosity (0, 1, 2)")
     p.set_defaults(func=cmd_train_prior)
 
+    sub.add_parser("serve", add_help=False,
+                   help="serve an export over HTTP (Open Inference Protocol, anomaly scores, "
+                        "the browser page) without TensorFlow; keras-vae serve --help")
+
     p = sub.add_parser("export", help="export to SavedModel/ONNX/TFLite, each checked against "
                                       "Keras, with manifest.json")
     p.add_argument("model", help="path to model.keras")
@@ -438,12 +463,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
     p.add_argument("--out", required=True, help="export directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--calibrate", default=None, metavar="SOURCE",
+                   help="normal data whose scorer quantile becomes the anomaly threshold "
+                        "in the manifest (served by keras-vae serve at /v1/score)")
+    p.add_argument("--calibrate-split", default="train", help="split of --calibrate")
+    p.add_argument("--quantile", type=float, default=0.99,
+                   help="quantile of the normal scores used as the threshold")
     p.set_defaults(func=cmd_export)
     return parser
 
 
+def serve(argv) -> None:
+    """`keras-vae serve ...`: replaces this process with the TensorFlow-free server.
+
+    The server (`keras_vae/export/serve.py`, numpy + onnxruntime + Starlette)
+    runs in a fresh interpreter, so no TensorFlow is loaded in the serving
+    process; it takes the same flags as `python serve.py`.
+    """
+    from keras_vae.export import edge_io
+
+    script = Path(edge_io.__file__).with_name("serve.py")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, str(script), *argv])
+
+
 def main(argv=None) -> int:
     _quiet_tensorflow()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        serve(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -1,7 +1,6 @@
 """Fixtures of the serving tests: tiny exports, a TensorFlow-free 'device', running servers.
 
-The export package is imported in one place, `export_pkg`: the one line to
-change when `keras_vae_export` becomes `keras_vae.export`.
+The export package is imported in one place, `export_pkg`.
 """
 
 import contextlib
@@ -44,10 +43,10 @@ sys.meta_path.insert(0, _Block())
 
 @pytest.fixture(scope="session")
 def export_pkg():
-    """The export package (`keras_vae_export`, to be `keras_vae.export`)."""
-    import keras_vae_export
+    """The export package, `keras_vae.export`."""
+    import keras_vae.export
 
-    return keras_vae_export
+    return keras_vae.export
 
 
 @pytest.fixture(scope="session")

@@ -79,7 +79,7 @@ def _read_png(raw):
 
 
 def test_blocker_really_blocks(device_env):
-    for module in ("tensorflow", "keras", "keras_vae", "keras_vae_export"):
+    for module in ("tensorflow", "keras", "keras_vae", "keras_vae.export"):
         r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
                            text=True, env=device_env, timeout=60)
         assert r.returncode != 0 and "test blocker" in r.stderr, module
