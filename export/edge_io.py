@@ -71,10 +71,10 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_ECHO = 200
 
 
-def clip(text) -> str:
-    """`str(text)` cut to `MAX_ECHO` characters: what a message may quote from a file."""
+def clip(text, limit: int = MAX_ECHO) -> str:
+    """`str(text)` cut to `limit` characters: what a message may quote from a file."""
     text = str(text)
-    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO - 3] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def echo(value) -> str:
@@ -662,14 +662,19 @@ def display_scale(images) -> int:
 def save_images(images: np.ndarray, out, ncols: int | None = None) -> Path:
     """Writes images as a PNG grid, or as a float32 `.npy` array.
 
-    A path ending in `.npy`, or any path when Pillow is not installed, gets
+    A path ending in `.npy`, or a `.png` when Pillow is not installed, gets
     the raw `(n, h, w, c)` images (a `.npy` beside the requested name). A PNG
     is upscaled so 8x8 or 28x28 digits stay visible. Writes are atomic.
 
     Returns:
         The path written.
+
+    Raises:
+        EdgeError: a suffix other than `.png` or `.npy`.
     """
     out = Path(out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise EdgeError(f"{clip(out)} must end in .png or .npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() != ".npy":
         try:
@@ -721,28 +726,117 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
     return path
 
 
+# ------------------------------------------------------ argument types
+
+# The most images one command decodes (a grid of 4,096 28x28 digits is a
+# 1.9k x 1.9k picture); more is refused with this limit named.
+MAX_IMAGES = 4096
+# Seeds numpy's Generator, Keras and TensorFlow all accept.
+MAX_SEED = 2**32 - 1
+IMAGE_SUFFIXES = (".png", ".npy")
+# The most image values (float32) one sampler run holds: 256 MiB.
+MAX_OUTPUT_VALUES = 1 << 26
+
+
+def bounded_int(lo: int, hi: int | None = None, what: str = "an integer"):
+    """An argparse `type=`: an integer in `[lo, hi]`, else a usage error naming the range.
+
+    Example:
+
+    >>> p.add_argument("--n", type=bounded_int(1, MAX_IMAGES))
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {clip(text)!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {clip(text)}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def bounded_float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                  hi_open: bool = False, what: str = "a number"):
+    """An argparse `type=`: a finite float in the range, else a usage error naming it."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {clip(text)!r}") from None
+        bad = not math.isfinite(value)
+        if lo is not None:
+            bad |= value <= lo if lo_open else value < lo
+        if hi is not None:
+            bad |= value >= hi if hi_open else value > hi
+        if bad:
+            left = "finite" if lo is None else f"{'>' if lo_open else '>='} {lo:g}"
+            right = "" if hi is None else f" and {'<' if hi_open else '<='} {hi:g}"
+            raise argparse.ArgumentTypeError(f"must be {left}{right}, got {clip(text)}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+seed_int = bounded_int(0, MAX_SEED, "a seed")
+non_negative_int = bounded_int(0, None, "a non-negative integer")
+positive_int = bounded_int(1, None, "a positive integer")
+image_count = bounded_int(1, MAX_IMAGES, "a number of images")
+non_negative_float = bounded_float(0.0, what="a non-negative number")
+positive_float = bounded_float(0.0, lo_open=True, what="a positive number")
+
+
+def output_file(suffixes=IMAGE_SUFFIXES):
+    """An argparse `type=`: a file to write, with one of `suffixes`, that is not a folder."""
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{clip(text)!r} must end in {' or '.join(suffixes)}")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{clip(text)!r} is a directory; name a file")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{clip(str(path.parent))!r} is not a directory")
+        return path
+
+    parse.__name__ = "an output file"
+    return parse
+
+
+image_file = output_file()
+
+
 # ---------------------------------------------------------------- the CLI
 
 
 def parser(prog: str, runtime: str, precisions: list[str]) -> argparse.ArgumentParser:
-    """The command line both samplers share."""
+    """The command line both samplers share; every value is checked as it is parsed."""
     p = argparse.ArgumentParser(
         prog=prog,
         description=f"Decode images from a keras-vae export with {runtime} (no TensorFlow).",
     )
     p.add_argument("export_dir", help="directory with manifest.json and the exported files")
-    p.add_argument("--n", type=int, default=16, help="number of prior samples")
-    p.add_argument("--seed", type=int, default=0, help="seed of numpy's Generator for z")
-    p.add_argument("--interpolate", type=int, nargs=2, metavar=("SEED_A", "SEED_B"),
+    p.add_argument("--n", type=image_count, default=16,
+                   help=f"number of prior samples (at most {MAX_IMAGES})")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of numpy's Generator for z")
+    p.add_argument("--interpolate", type=seed_int, nargs=2, metavar=("SEED_A", "SEED_B"),
                    help="decode a path between the first draws of two seeds instead")
-    p.add_argument("--steps", type=int, default=8, help="images along --interpolate")
-    p.add_argument("--class-ids", type=int, nargs="+", default=None,
+    p.add_argument("--steps", type=bounded_int(2, MAX_IMAGES, "a number of steps"), default=8,
+                   help=f"images along --interpolate (2 to {MAX_IMAGES})")
+    p.add_argument("--class-ids", type=bounded_int(0, 2**31 - 1, "a class id"), nargs="+",
+                   default=None,
                    help="labels to generate (conditional exports), cycled over the images")
     p.add_argument("--precision", choices=precisions, default=precisions[0],
                    help="which exported decoder file to run")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="runtime threads (0: its default)")
-    p.add_argument("--out", default="samples.png", help="PNG grid, or .npy for raw images")
+    p.add_argument("--batch-size", type=bounded_int(1, 1 << 16, "a batch size"), default=256)
+    p.add_argument("--threads", type=bounded_int(0, 1024, "a thread count"), default=0,
+                   help="runtime threads (0: its default)")
+    p.add_argument("--out", type=image_file, default=Path("samples.png"),
+                   help="PNG grid, or .npy for raw images")
     return p
 
 
@@ -750,11 +844,15 @@ def codes(manifest: dict, args) -> np.ndarray:
     """The z the arguments ask for: prior draws or an interpolation path."""
     latent_dim = int(manifest["latent_dim"])
     prior = manifest.get("prior")
+    n = args.steps if args.interpolate else args.n
+    shape = manifest["image"]["shape"]
+    if n < 1 or n * math.prod(shape) > MAX_OUTPUT_VALUES:
+        raise EdgeError(
+            f"{n} images of shape {shape} exceed the {MAX_OUTPUT_VALUES >> 18} MiB of float32 "
+            "images a sampler writes at once; ask for fewer with --n or --steps.")
     if args.interpolate:
         return interpolate(args.interpolate[0], args.interpolate[1], args.steps, latent_dim,
                            prior)
-    if args.n < 1:
-        raise EdgeError(f"--n must be >= 1, got {args.n}")
     return sample_prior(prior, args.n, latent_dim, args.seed)
 
 
@@ -779,8 +877,6 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
     """
     args = parser(prog, runtime, precisions).parse_args(argv)
     try:
-        if args.batch_size < 1:
-            raise EdgeError(f"--batch-size must be >= 1, got {args.batch_size}")
         manifest = read_manifest(args.export_dir)
         entry = find_file(manifest, "decoder", fmt, args.precision)
         content = read_verified(args.export_dir, entry)
@@ -808,7 +904,11 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {clip(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory; ask for fewer images with --n or --steps, or "
+              "a smaller --batch-size", file=sys.stderr)
         return 2
     print(f"Wrote {len(z)} images decoded by {runtime} ({entry['path']}) to {written}")
     return 0
