@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_vae import files
 from keras_vae.version import __version__
@@ -183,4 +184,28 @@ def load_model(path, compile: bool = True) -> keras.Model:
     registered = keras.saving.get_registered_name(type(model))
     if not (isinstance(model, keras.Model) and registered.startswith("keras_vae>")):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae model.")
+    check_finite_weights(model, path)
     return model
+
+
+def check_finite_weights(model: keras.Model, path=None) -> None:
+    """Checks with numpy that every floating-point weight of `model` is finite.
+
+    A model's outputs cannot tell: TensorFlow's fused graphs can turn a NaN
+    weight into finite, plausible numbers. So every variable is read and
+    checked here, once, when a model is loaded.
+
+    Raises:
+        ValueError: naming the first weight holding NaN or Inf values.
+    """
+    for variable in model.weights:
+        if "float" not in str(variable.dtype):  # float16/32/64, bfloat16; not seeds, counters
+            continue
+        value = np.asarray(keras.ops.convert_to_numpy(variable)).astype(np.float32)
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            where = f"{path}: " if path is not None else ""
+            raise ValueError(
+                f"{where}weight {variable.path!r} holds {bad} NaN/Inf value(s) of "
+                f"{value.size}: the model diverged or the file was altered; refusing to use it."
+            )
