@@ -18,6 +18,7 @@ import math
 import os
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,31 +31,44 @@ AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Reads one IDX file (gzip or raw), checking its header against its size."""
+    """Reads one IDX file (gzip or raw), checking its header against its size.
+
+    The header is read first: data it declares beyond `MAX_ARRAY_BYTES` is
+    refused, and no more than the declared bytes (plus one, to detect
+    padding) are read or inflated, so a gzip bomb costs nothing.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4:
+                raise ValueError(f"IDX file {path} is too short ({len(head)} bytes) to hold a "
+                                 "header.")
+            zero, dtype_code, ndim = head[0] << 8 | head[1], head[2], head[3]
+            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+                raise ValueError(
+                    f"{path} is not an MNIST-style uint8 IDX file (magic {head.hex()})."
+                )
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"IDX file {path} is truncated inside its header "
+                                 f"({4 + len(raw_dims)} bytes).")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            expected = math.prod(dims)
+            if expected > MAX_ARRAY_BYTES:
+                raise ValueError(
+                    f"IDX file {path} declares {dims} ({expected / 2**30:.3g} GiB), over the "
+                    f"{MAX_ARRAY_BYTES >> 30} GiB a source may load; refusing to read it.")
+            raw = f.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"Cannot read IDX file {path}: {e} (truncated or corrupt?)") from e
-    if len(raw) < 4:
-        raise ValueError(f"IDX file {path} is too short ({len(raw)} bytes) to hold a header.")
-    zero, dtype_code, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise ValueError(
-            f"{path} is not an MNIST-style uint8 IDX file (magic {raw[:4].hex()})."
-        )
-    offset = 4 + 4 * ndim
-    if len(raw) < offset:
-        raise ValueError(f"IDX file {path} is truncated inside its header ({len(raw)} bytes).")
-    dims = struct.unpack(f">{ndim}I", raw[4:offset])
-    expected = int(np.prod(dims))
-    if len(raw) - offset != expected:
+    if len(raw) != expected:
+        got = f"{len(raw)}" if len(raw) <= expected else "more"
         raise ValueError(
             f"IDX file {path} is truncated or padded: its header says {dims} "
-            f"({expected} bytes of data), the file has {len(raw) - offset}."
+            f"({expected} bytes of data), the file has {got}."
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _load_idx_dir(path: Path):

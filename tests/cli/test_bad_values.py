@@ -54,6 +54,17 @@ def files(tmp_path_factory):
             np.lib.format.write_array_header_1_0(
                 f, {"descr": "<f4", "fortran_order": False, "shape": (1000, 8, 8)})
             f.write(bytes(64))
+    # IDX folders: one declares 4e9 x 255 x 255 images, one is a gzip bomb
+    # (256 MiB of zeros behind a header that declares 40 images).
+    import gzip
+    for name, dims, extra in (("idx_huge", (2**32 - 1, 255, 255), 0),
+                              ("idx_bomb", (40, 8, 8), 1 << 28)):
+        (root / name).mkdir()
+        with gzip.open(root / name / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as f:
+            f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, *dims))
+            f.write(bytes(40 * 64))
+            for _ in range(extra >> 24):
+                f.write(bytes(1 << 24))
     # Image folders: one PNG declares 100000 x 100000 pixels (Pillow's bomb
     # error), one 5000 x 5000 (over keras_vae's own limit, under Pillow's).
     for name, side in (("bomb", 100_000), ("big", 5_000)):
@@ -112,6 +123,10 @@ CLI_CASES = {
                                  "too large to decode"),
     "train oversized image": (["train", "--dataset", "{files}/big", "--out", "{tmp}/run"],
                               "declares 5000x5000 pixels"),
+    "train huge idx": (["train", "--dataset", "{files}/idx_huge", "--out", "{tmp}/run"],
+                       "over the 8 GiB a source may load"),
+    "train idx gzip bomb": (["train", "--dataset", "{files}/idx_bomb", "--out", "{tmp}/run"],
+                            "truncated or padded"),
     "train out is a file": (["train", "--dataset", "digits", "--out", "{files}/model.keras"],
                             "already exists"),
     "evaluate negative seed": (["evaluate", MODEL, "--seed", "-3"], "--seed: must be in"),
