@@ -204,10 +204,14 @@ def run_directory(out, overwrite: bool = False):
             any work starts).
     """
     out = Path(out)
+    if out.name in ("", ".", ".."):  # `.`, `..`, `/`: name the folder itself
+        out = Path(os.path.abspath(out))
     if out.exists() and not overwrite:
         raise FileExistsError(
             f"{out} already exists; choose another --out or pass --overwrite to replace it."
         )
+    if overwrite and (out.exists() or out.is_symlink()):
+        check_replaceable(out)  # before the lock: `/` has no folder beside it to lock in
     out.parent.mkdir(parents=True, exist_ok=True)
     with _lock(out):
         _remove_stale(out)

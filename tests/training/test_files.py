@@ -74,6 +74,11 @@ def test_overwrite_refuses_root_home_cwd_and_its_parents(tmp_path, monkeypatch):
     with pytest.raises(files.RunDirectoryError, match="is a file"):
         files.check_replaceable(tmp_path / "file")
     files.check_replaceable(_previous_run(tmp_path / "run"))  # a run: accepted
+    for out in (".", "..", "/", "~"):  # the same through run_directory, before any work
+        with pytest.raises(files.RunDirectoryError, match="the root, the home folder"):
+            with files.run_directory(Path(out).expanduser(), overwrite=True):
+                pytest.fail("the block must not run")
+    assert sorted(p.name for p in work.iterdir()) == []
 
 
 def _hold(out, started, release):
