@@ -341,7 +341,7 @@ def check_finite_weights(model: keras.Model, path=None) -> None:
     for variable in model.weights:
         if "float" not in str(variable.dtype):  # float16/32/64, bfloat16; not seeds, counters
             continue
-        value = np.asarray(keras.ops.convert_to_numpy(variable)).astype(np.float32)
+        value = np.asarray(variable.numpy()).astype(np.float32)
         bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
         if bad:
             where = f"{path}: " if path is not None else ""

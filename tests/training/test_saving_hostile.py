@@ -162,6 +162,7 @@ CRAFTED = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # the duplicate member is the point
 @pytest.mark.parametrize("case", sorted(CRAFTED))
 def test_crafted_archives_are_refused_cheaply(good, tmp_path, case):
     _, path = good
