@@ -14,8 +14,9 @@ import hashlib
 import json
 import math
 import os
+import stat
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -61,33 +62,140 @@ def size_of(path) -> int:
 
 # ------------------------------------------------------------- manifest
 
+# What a sampler reads from an export folder, which it treats as untrusted
+# input: at most this many bytes per exported file (a decoder is a few MB)...
+MAX_FILE_BYTES = 2 << 30
+# ...and per manifest.json (a few kB).
+MAX_MANIFEST_BYTES = 4 << 20
+# Longest text from the folder echoed in a message.
+MAX_ECHO = 200
+
+
+def clip(text, limit: int = MAX_ECHO) -> str:
+    """`str(text)` cut to `limit` characters: what a message may quote from a file."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def echo(value) -> str:
+    """`repr(value)` cut to `MAX_ECHO` characters."""
+    return clip(repr(value))
+
 
 def read_manifest(export_dir) -> dict:
-    """Loads `export_dir/manifest.json` and checks its layout.
+    """Loads `export_dir/manifest.json` and checks its whole layout (`check_manifest`).
+
+    The manifest must be a regular file (not a link) of at most
+    `MAX_MANIFEST_BYTES`.
 
     Raises:
-        EdgeError: missing directory or manifest, invalid JSON, wrong version.
+        EdgeError: missing directory or manifest, invalid JSON, wrong version,
+            or a missing or mistyped entry (named in the message).
     """
     export_dir = Path(export_dir)
-    path = export_dir / MANIFEST
     if not export_dir.is_dir():
         raise EdgeError(f"No export directory at {export_dir}")
-    if not path.is_file():
-        raise EdgeError(f"No {MANIFEST} in {export_dir}: is this a keras-vae export directory?")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EdgeError(f"{path} is not valid JSON ({e}); re-run the export.") from None
+        os.lstat(export_dir / MANIFEST)
+    except FileNotFoundError:
+        raise EdgeError(
+            f"No {MANIFEST} in {export_dir}: is this a keras-vae export directory?") from None
+    raw = read_member(export_dir, MANIFEST, limit=MAX_MANIFEST_BYTES)
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = "nested too deep" if isinstance(e, RecursionError) else clip(e)
+        raise EdgeError(f"{MANIFEST} is not valid JSON ({reason}); re-run the export.") from None
     if isinstance(manifest, dict) and manifest.get("manifest_version") == 1:
         manifest = {**manifest, "manifest_version": MANIFEST_VERSION, "prior": STANDARD_NORMAL}
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise EdgeError(
-            f"{path} is not a keras-vae manifest of version {MANIFEST_VERSION} "
-            f"(found {manifest.get('manifest_version') if isinstance(manifest, dict) else None!r})"
-        )
-    for key in ("latent_dim", "image", "files"):
-        if key not in manifest:
-            raise EdgeError(f"{path} has no {key!r} entry; re-run the export.")
+        found = manifest.get("manifest_version") if isinstance(manifest, dict) else None
+        raise EdgeError(f"{MANIFEST} is not a keras-vae manifest of version {MANIFEST_VERSION} "
+                        f"(found {echo(found)})")
+    return check_manifest(manifest)
+
+
+# Bounds on what a manifest may declare (far above any real export).
+MAX_LATENT_DIM = 1 << 16
+MAX_IMAGE_VALUES = 1 << 24
+MAX_CLASSES = 1 << 20
+MAX_ENTRIES = 10_000
+
+
+def _is_int(value, lo=0, hi=None) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= lo
+            and (hi is None or value <= hi))
+
+
+def _is_str(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 4096
+
+
+def check_manifest(manifest: dict) -> dict:
+    """Checks the types and required keys of a manifest's whole layout; returns it.
+
+    Everything a sampler reads is checked before it is used: `latent_dim`,
+    `image.shape`, `num_classes`, `class_names`, `prior` (its type; the
+    table is checked by `sample_prior`), `graphs`, and each `files` /
+    `bundle` entry's `path`, `format`, `graph`, `precision`, `inputs`,
+    `size_bytes` and `sha256`.
+
+    Raises:
+        EdgeError: naming the first missing or mistyped entry.
+    """
+    def need(ok, where, what):
+        if not ok:
+            raise EdgeError(f"{MANIFEST}: {where} must be {what}; re-run the export.")
+
+    prior = manifest.get("prior")
+    codes = isinstance(prior, dict) and prior.get("type") == "autoregressive_codes"
+    need("latent_dim" in manifest and (
+        _is_int(manifest["latent_dim"], 1, MAX_LATENT_DIM) or (codes and manifest["latent_dim"]
+                                                                is None)),
+         "'latent_dim'", f"an integer in [1, {MAX_LATENT_DIM}] (null for a code-grid model)")
+    image = manifest.get("image")
+    need(isinstance(image, dict), "'image'", "an object with a 'shape'")
+    shape = image.get("shape")
+    need(isinstance(shape, list) and 1 <= len(shape) <= 4
+         and all(_is_int(d, 1, MAX_IMAGE_VALUES) for d in shape)
+         and math.prod(shape) <= MAX_IMAGE_VALUES,
+         "'image.shape'", f"a list of 1 to 4 positive integers (at most {MAX_IMAGE_VALUES} "
+         "values in all)")
+    need(_is_int(manifest.get("num_classes") or 0, 0, MAX_CLASSES), "'num_classes'",
+         f"an integer in [0, {MAX_CLASSES}] or null")
+    names = manifest.get("class_names")
+    need(names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
+         "'class_names'", "a list of strings or null")
+    need(prior is None or (isinstance(prior, dict) and isinstance(prior.get("type"), str)),
+         "'prior'", "an object with a string 'type'")
+    need(isinstance(manifest.get("graphs", {}), dict), "'graphs'", "an object")
+    for key in ("files", "bundle"):
+        entries = manifest.get(key, [] if key == "bundle" else None)
+        need(isinstance(entries, list) and len(entries) <= MAX_ENTRIES, f"{key!r}",
+             f"a list of at most {MAX_ENTRIES} entries")
+        for i, entry in enumerate(entries):
+            where = f"{key}[{i}]"
+            need(isinstance(entry, dict), where, "an object")
+            need(_is_str(entry.get("path")), f"{where}.path", "a file name")
+            need(_is_int(entry.get("size_bytes")), f"{where}.size_bytes",
+                 "a non-negative integer")
+            digest = entry.get("sha256")
+            need(isinstance(digest, str) and len(digest) == 64
+                 and all(c in "0123456789abcdef" for c in digest), f"{where}.sha256",
+                 "64 lowercase hex digits")
+            if key == "bundle":
+                continue
+            for field in ("format", "graph", "precision"):
+                need(_is_str(entry.get(field)), f"{where}.{field}", "a string")
+            for field in ("inputs", "outputs"):
+                specs = entry.get(field, [] if field == "outputs" else None)
+                need(isinstance(specs, list), f"{where}.{field}", "a list")
+                for j, spec in enumerate(specs):
+                    need(isinstance(spec, dict) and _is_str(spec.get("name"))
+                         and _is_str(spec.get("dtype")) and isinstance(spec.get("shape"), list)
+                         and all(d is None or _is_int(d) for d in spec["shape"]),
+                         f"{where}.{field}[{j}]",
+                         "an object with a 'name', a 'dtype' and a 'shape' (integers or null)")
     return manifest
 
 
@@ -105,39 +213,253 @@ def find_file(manifest: dict, graph: str, fmt: str, precision: str) -> dict:
     have = sorted(
         f"{e.get('graph')}/{e.get('format')}/{e.get('precision')}" for e in manifest["files"]
     )
+    listing = clip(", ".join(have) or "nothing")
     raise EdgeError(
-        f"The export has no {graph} in {fmt} at precision {precision}; it has: "
-        f"{', '.join(have) or 'nothing'}"
+        f"The export has no {graph} in {fmt} at precision {precision}; it has: {listing}"
     )
 
 
+# ------------------------------------------------- files of the export folder
+
+
+def member_path(export_dir, name) -> Path:
+    """The path of a file the manifest names, which must stay inside `export_dir`.
+
+    `name` is a relative POSIX path without `.`, `..` or empty parts, and no
+    part of it may be a symbolic link: nothing outside the folder is reached.
+
+    Raises:
+        EdgeError: an unsafe name, a link, or a missing file.
+    """
+    text = name if isinstance(name, str) else ""
+    parts = text.split("/")
+    if (not text or "\\" in text or "\0" in text or PurePosixPath(text).is_absolute()
+            or any(part in ("", ".", "..") for part in parts)):
+        raise EdgeError(f"{MANIFEST} names {echo(name)}, which is not a plain relative path "
+                        "inside the export folder; refusing it.")
+    root = Path(export_dir).resolve()
+    path = root
+    for part in parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise EdgeError(f"{echo(text)} is missing (listed in {MANIFEST}).") from None
+        if stat.S_ISLNK(mode):
+            raise EdgeError(f"{echo(text)} is a symbolic link in the export folder; the "
+                            "sampler reads only regular files inside it.")
+    if root not in path.resolve().parents:  # cannot happen without a link; stated anyway
+        raise EdgeError(f"{echo(text)} lies outside the export folder; refusing it.")
+    return path
+
+
+def read_member(export_dir, name, size: int | None = None, sha256: str | None = None,
+                limit: int | None = None, keep: bool = True) -> bytes | None:
+    """Reads one regular file of the export folder, bounded, checking its size and SHA-256.
+
+    The file is opened without following links (`O_NOFOLLOW`) and without
+    blocking (`O_NONBLOCK`, so a FIFO cannot hang the reader), checked to be a
+    regular file on the open descriptor, and read to at most `limit` bytes
+    (or `size` + 1): a special file or a huge file costs nothing. Messages
+    name the file but never its actual size or digest.
+
+    Args:
+        export_dir: The export folder.
+        name: The file's path relative to it (as the manifest lists it).
+        size: The size the manifest lists (None: not checked).
+        sha256: The digest the manifest lists (None: not checked).
+        limit: The most bytes read (default `MAX_FILE_BYTES`).
+        keep: Return the content (False: only check it, reading in blocks).
+
+    Returns:
+        The file's bytes (or None when `keep` is False).
+
+    Raises:
+        EdgeError: an unsafe name, a link, a missing or special file, a file
+            over `limit`, or a size or checksum that differs from the manifest.
+    """
+    limit = MAX_FILE_BYTES if limit is None else limit
+    path = member_path(export_dir, name)
+    label = echo(name)
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise EdgeError(f"{label} is not a regular file; the sampler reads only regular files.")
+    if size is not None and size > limit:
+        raise EdgeError(f"{MANIFEST} lists {label} as larger than the {limit >> 20} MiB a "
+                        "sampler reads; refusing it.")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise EdgeError(f"{label} is not a regular file; the sampler reads only regular "
+                            "files.")
+        budget = min(limit, size) + 1 if size is not None else limit + 1
+        digest, chunks, read = hashlib.sha256(), [], 0
+        while read < budget:
+            block = f.read(min(1 << 20, budget - read))
+            if not block:
+                break
+            read += len(block)
+            digest.update(block)
+            if keep:
+                chunks.append(block)
+    if read > limit:
+        raise EdgeError(f"{label} is larger than the {limit >> 20} MiB a sampler reads; "
+                        "refusing it.")
+    if size is not None and read != size:
+        raise EdgeError(
+            f"{label} does not have the size {MANIFEST} lists: the file is truncated or "
+            "changed, or the manifest belongs to another export."
+        )
+    if sha256 is not None and digest.hexdigest() != sha256:
+        raise EdgeError(
+            f"{label} does not match its SHA-256 in {MANIFEST}: the file was changed, or the "
+            "manifest belongs to another export."
+        )
+    return b"".join(chunks) if keep else None
+
+
+def _tree_digest(export_dir, name, size: int, limit: int) -> tuple[int, str]:
+    """`(bytes, sha256_of)` of a folder in the export (a SavedModel), links refused."""
+    root = member_path(export_dir, name)
+    listing, total = hashlib.sha256(), 0
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for child in sorted(dirs + names):
+            mode = os.lstat(Path(folder) / child).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                raise EdgeError(f"{echo(name)} holds a link or special file; the sampler reads "
+                                "only regular files.")
+    items = sorted(p for p in root.rglob("*") if p.is_file())
+    for item in items:
+        rel = item.relative_to(root).as_posix()
+        total += item.stat().st_size
+        if total > min(limit, size):
+            break
+        data = read_member(export_dir, f"{name}/{rel}", limit=limit)
+        listing.update(f"{rel} {hashlib.sha256(data).hexdigest()}\n".encode())
+    return total, listing.hexdigest()
+
+
 def verify_file(export_dir, entry: dict) -> Path:
-    """Checks that an exported file exists with the manifest's size and SHA-256.
+    """Checks that an exported file is a regular file inside the folder, with the manifest's
+    size and SHA-256 (a folder, a SavedModel: every file beneath it, links refused).
 
     Returns:
         The file's path.
 
     Raises:
-        EdgeError: missing, truncated or changed file, or a manifest written
-            for another export.
+        EdgeError: missing, truncated or changed file, a link, a special file,
+            a path outside the folder, or a manifest written for another export.
     """
-    path = Path(export_dir) / entry["path"]
-    if not path.exists():
-        raise EdgeError(f"{path} is missing (listed in {MANIFEST}).")
-    size = size_of(path)
-    if size != entry.get("size_bytes"):
-        raise EdgeError(
-            f"{path} has {size} bytes but {MANIFEST} says {entry.get('size_bytes')}: the file "
-            "is truncated or changed, or the manifest belongs to another export."
-        )
-    digest = sha256_of(path)
-    if digest != entry.get("sha256"):
-        raise EdgeError(
-            f"{path} does not match the SHA-256 in {MANIFEST} ({digest[:12]}... != "
-            f"{str(entry.get('sha256'))[:12]}...): the file was changed, or the manifest "
-            "belongs to another export."
-        )
+    name = entry.get("path")
+    path = member_path(export_dir, name)
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        total, digest = _tree_digest(export_dir, name, entry["size_bytes"], MAX_FILE_BYTES)
+        if total != entry["size_bytes"]:
+            raise EdgeError(f"{echo(name)} does not have the size {MANIFEST} lists: truncated "
+                            "or changed, or the manifest belongs to another export.")
+        if digest != entry["sha256"]:
+            raise EdgeError(f"{echo(name)} does not match its SHA-256 in {MANIFEST}: the file "
+                            "was changed, or the manifest belongs to another export.")
+        return path
+    read_member(export_dir, name, entry["size_bytes"], entry["sha256"], keep=False)
     return path
+
+
+def read_verified(export_dir, entry: dict) -> bytes:
+    """The bytes of an exported file, checked like `verify_file` as they are read.
+
+    A runtime given these bytes (not the path) runs exactly what was checked:
+    the file cannot be swapped between the check and the load.
+    """
+    return read_member(export_dir, entry.get("path"), entry["size_bytes"], entry["sha256"])
+
+
+# ---------------------------------------------------------- ONNX external data
+
+# The ONNX messages that can hold a TensorProto, by protobuf field number
+# (onnx/onnx.proto): where an initializer could point at an external file.
+_ONNX_CHILDREN = {
+    "model": {7: "graph", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse",
+                  23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _varint(buf, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise _Malformed
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+
+
+def _proto_fields(buf):
+    """Yields `(field, wire_type, value)` of one protobuf message (value: int or memoryview)."""
+    i, n = 0, len(buf)
+    while i < n:
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        value = None
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value, i = buf[i:i + length], i + length
+        else:
+            raise _Malformed
+        if i > n:
+            raise _Malformed
+        yield field, wire, value
+
+
+def onnx_uses_external_data(content: bytes) -> bool:
+    """Whether an ONNX model keeps any tensor in an external data file.
+
+    A linear walk over the protobuf fields that can hold a TensorProto (graph
+    initializers, node attributes, subgraphs, functions, sparse tensors),
+    skipping the tensor data itself; no onnx package needed. External data
+    would be read by the runtime from files the manifest's checksum does not
+    cover, so the samplers refuse such a model.
+
+    Raises:
+        EdgeError: the bytes are not a well-formed protobuf.
+    """
+    stack = [("model", memoryview(content), 0)]
+    try:
+        while stack:
+            kind, buf, depth = stack.pop()
+            if depth > 64:
+                raise _Malformed
+            children = _ONNX_CHILDREN[kind]
+            for field, wire, value in _proto_fields(buf):
+                if kind == "tensor" and (field == _TENSOR_EXTERNAL_DATA or (
+                        field == _TENSOR_DATA_LOCATION and wire == 0 and value == _EXTERNAL)):
+                    return True
+                if field in children and wire == 2:
+                    stack.append((children[field], value, depth + 1))
+    except _Malformed:
+        raise EdgeError("not a well-formed ONNX protobuf (truncated or corrupt?)") from None
+    return False
 
 
 def check_inputs(manifest: dict, entry: dict, runtime_inputs: dict) -> None:
@@ -399,14 +721,19 @@ def display_scale(images) -> int:
 def save_images(images: np.ndarray, out, ncols: int | None = None) -> Path:
     """Writes images as a PNG grid, or as a float32 `.npy` array.
 
-    A path ending in `.npy`, or any path when Pillow is not installed, gets
+    A path ending in `.npy`, or a `.png` when Pillow is not installed, gets
     the raw `(n, h, w, c)` images (a `.npy` beside the requested name). A PNG
     is upscaled so 8x8 or 28x28 digits stay visible. Writes are atomic.
 
     Returns:
         The path written.
+
+    Raises:
+        EdgeError: a suffix other than `.png` or `.npy`.
     """
     out = Path(out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise EdgeError(f"{clip(out)} must end in .png or .npy")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() != ".npy":
         try:
@@ -458,28 +785,117 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
     return path
 
 
+# ------------------------------------------------------ argument types
+
+# The most images one command decodes (a grid of 4,096 28x28 digits is a
+# 1.9k x 1.9k picture); more is refused with this limit named.
+MAX_IMAGES = 4096
+# Seeds numpy's Generator, Keras and TensorFlow all accept.
+MAX_SEED = 2**32 - 1
+IMAGE_SUFFIXES = (".png", ".npy")
+# The most image values (float32) one sampler run holds: 256 MiB.
+MAX_OUTPUT_VALUES = 1 << 26
+
+
+def bounded_int(lo: int, hi: int | None = None, what: str = "an integer"):
+    """An argparse `type=`: an integer in `[lo, hi]`, else a usage error naming the range.
+
+    Example:
+
+    >>> p.add_argument("--n", type=bounded_int(1, MAX_IMAGES))
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {clip(text)!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {clip(text)}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+def bounded_float(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+                  hi_open: bool = False, what: str = "a number"):
+    """An argparse `type=`: a finite float in the range, else a usage error naming it."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {clip(text)!r}") from None
+        bad = not math.isfinite(value)
+        if lo is not None:
+            bad |= value <= lo if lo_open else value < lo
+        if hi is not None:
+            bad |= value >= hi if hi_open else value > hi
+        if bad:
+            left = "finite" if lo is None else f"{'>' if lo_open else '>='} {lo:g}"
+            right = "" if hi is None else f" and {'<' if hi_open else '<='} {hi:g}"
+            raise argparse.ArgumentTypeError(f"must be {left}{right}, got {clip(text)}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+seed_int = bounded_int(0, MAX_SEED, "a seed")
+non_negative_int = bounded_int(0, None, "a non-negative integer")
+positive_int = bounded_int(1, None, "a positive integer")
+image_count = bounded_int(1, MAX_IMAGES, "a number of images")
+non_negative_float = bounded_float(0.0, what="a non-negative number")
+positive_float = bounded_float(0.0, lo_open=True, what="a positive number")
+
+
+def output_file(suffixes=IMAGE_SUFFIXES):
+    """An argparse `type=`: a file to write, with one of `suffixes`, that is not a folder."""
+    def parse(text: str) -> Path:
+        path = Path(text)
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{clip(text)!r} must end in {' or '.join(suffixes)}")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{clip(text)!r} is a directory; name a file")
+        if path.parent.exists() and not path.parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{clip(str(path.parent))!r} is not a directory")
+        return path
+
+    parse.__name__ = "an output file"
+    return parse
+
+
+image_file = output_file()
+
+
 # ---------------------------------------------------------------- the CLI
 
 
 def parser(prog: str, runtime: str, precisions: list[str]) -> argparse.ArgumentParser:
-    """The command line both samplers share."""
+    """The command line both samplers share; every value is checked as it is parsed."""
     p = argparse.ArgumentParser(
         prog=prog,
         description=f"Decode images from a keras-vae export with {runtime} (no TensorFlow).",
     )
     p.add_argument("export_dir", help="directory with manifest.json and the exported files")
-    p.add_argument("--n", type=int, default=16, help="number of prior samples")
-    p.add_argument("--seed", type=int, default=0, help="seed of numpy's Generator for z")
-    p.add_argument("--interpolate", type=int, nargs=2, metavar=("SEED_A", "SEED_B"),
+    p.add_argument("--n", type=image_count, default=16,
+                   help=f"number of prior samples (at most {MAX_IMAGES})")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of numpy's Generator for z")
+    p.add_argument("--interpolate", type=seed_int, nargs=2, metavar=("SEED_A", "SEED_B"),
                    help="decode a path between the first draws of two seeds instead")
-    p.add_argument("--steps", type=int, default=8, help="images along --interpolate")
-    p.add_argument("--class-ids", type=int, nargs="+", default=None,
+    p.add_argument("--steps", type=bounded_int(2, MAX_IMAGES, "a number of steps"), default=8,
+                   help=f"images along --interpolate (2 to {MAX_IMAGES})")
+    p.add_argument("--class-ids", type=bounded_int(0, 2**31 - 1, "a class id"), nargs="+",
+                   default=None,
                    help="labels to generate (conditional exports), cycled over the images")
     p.add_argument("--precision", choices=precisions, default=precisions[0],
                    help="which exported decoder file to run")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=0, help="runtime threads (0: its default)")
-    p.add_argument("--out", default="samples.png", help="PNG grid, or .npy for raw images")
+    p.add_argument("--batch-size", type=bounded_int(1, 1 << 16, "a batch size"), default=256)
+    p.add_argument("--threads", type=bounded_int(0, 1024, "a thread count"), default=0,
+                   help="runtime threads (0: its default)")
+    p.add_argument("--out", type=image_file, default=Path("samples.png"),
+                   help="PNG grid, or .npy for raw images")
     return p
 
 
@@ -514,7 +930,8 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
             return np.zeros((*codes.shape, codebook_size), np.float32)
     else:
         entry = find_file(manifest, prior["graph"], fmt, "fp32")
-        _, run = load(verify_file(args.export_dir, entry), args.threads, "logits")
+        _, run = load(read_verified(args.export_dir, entry), args.threads, entry["path"],
+                      "logits")
 
         def run_logits(codes):
             return run({"indices": codes})
@@ -525,11 +942,15 @@ def codes(manifest: dict, args) -> np.ndarray:
     """The z the arguments ask for: prior draws or an interpolation path."""
     latent_dim = int(manifest["latent_dim"])
     prior = manifest.get("prior")
+    n = args.steps if args.interpolate else args.n
+    shape = manifest["image"]["shape"]
+    if n < 1 or n * math.prod(shape) > MAX_OUTPUT_VALUES:
+        raise EdgeError(
+            f"{n} images of shape {shape} exceed the {MAX_OUTPUT_VALUES >> 18} MiB of float32 "
+            "images a sampler writes at once; ask for fewer with --n or --steps.")
     if args.interpolate:
         return interpolate(args.interpolate[0], args.interpolate[1], args.steps, latent_dim,
                            prior)
-    if args.n < 1:
-        raise EdgeError(f"--n must be >= 1, got {args.n}")
     return sample_prior(prior, args.n, latent_dim, args.seed)
 
 
@@ -542,27 +963,29 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         runtime: Runtime name for messages.
         fmt: Manifest format of the files this runtime runs.
         precisions: Precisions it can run, the default first.
-        load: `load(path, threads, output="x") -> (inputs, run)` where `inputs`
-            is `{name: (shape, dtype_name)}` and `run(feeds)` gives that
-            output (images, or a code prior's `logits`); raises EdgeError
-            when the runtime cannot load the file.
+        load: `load(content, threads, name, output="x") -> (inputs, run)`:
+            `content` is the file's bytes, already checked against the manifest
+            (the runtime loads them, not the path, so what runs is what was
+            checked), `name` its name for messages; `inputs` is
+            `{name: (shape, dtype_name)}` and `run(feeds)` gives `output`
+            (images, or a code prior's `logits`); raises EdgeError when the
+            runtime cannot load the file.
 
     Returns:
         The exit status: 0, or 2 with a one-line message on stderr.
     """
     args = parser(prog, runtime, precisions).parse_args(argv)
     try:
-        if args.batch_size < 1:
-            raise EdgeError(f"--batch-size must be >= 1, got {args.batch_size}")
         manifest = read_manifest(args.export_dir)
         entry = find_file(manifest, "decoder", fmt, args.precision)
-        path = verify_file(args.export_dir, entry)
+        content = read_verified(args.export_dir, entry)
         if is_code_model(manifest):  # a VQ-VAE: code grids from its autoregressive prior
             key, z = "indices", code_grids(manifest, args, fmt, load)  # (n, h, w) int32
         else:
             key, z = "z", codes(manifest, args)  # (n, latent_dim)
         labels = class_labels(manifest, args.class_ids, len(z))
-        inputs, decode = load(path, args.threads)
+        inputs, decode = load(content, args.threads, entry["path"])
+        del content
         check_inputs(manifest, entry, inputs)
         images = []
         for start in range(0, len(z), args.batch_size):
@@ -583,7 +1006,11 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {clip(e)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prog}: error: out of memory; ask for fewer images with --n or --steps, or "
+              "a smaller --batch-size", file=sys.stderr)
         return 2
     print(f"Wrote {len(z)} images decoded by {runtime} ({entry['path']}) to {written}")
     return 0

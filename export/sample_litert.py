@@ -23,8 +23,8 @@ except ImportError:
 PRECISIONS = ["fp32", "fp16", "int8_dynamic", "int8_full"]
 
 
-def load(path, threads: int, output: str = "x"):
-    """Opens `path` in the LiteRT interpreter; returns `(inputs, run)` of `output`."""
+def load(content: bytes, threads: int, name: str = "decoder.tflite", output: str = "x"):
+    """Opens a checked TFLite file's bytes in LiteRT; returns `(inputs, run)` of `output`."""
     try:
         import numpy as np
         from ai_edge_litert.interpreter import Interpreter
@@ -32,23 +32,23 @@ def load(path, threads: int, output: str = "x"):
         raise edge_io.EdgeError("ai-edge-litert is not installed (pip install ai-edge-litert).") \
             from None
     try:
-        interpreter = Interpreter(model_path=str(path), num_threads=threads or None)
+        interpreter = Interpreter(model_content=content, num_threads=threads or None)
         runner = interpreter.get_signature_runner("serving_default")
         details = runner.get_input_details()
     except Exception as e:  # LiteRT raises ValueError/RuntimeError from C++
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise edge_io.EdgeError(f"LiteRT cannot load {path}: {message}") from None
+        raise edge_io.EdgeError(f"LiteRT cannot load {name}: {edge_io.clip(message)}") from None
     inputs = {
-        name: (tuple(None if d < 0 else int(d) for d in d_["shape_signature"]),
-               np.dtype(d_["dtype"]).name)
-        for name, d_ in details.items()
+        key: (tuple(None if d < 0 else int(d) for d in d_["shape_signature"]),
+              np.dtype(d_["dtype"]).name)
+        for key, d_ in details.items()
     }
 
     def decode(feeds):
         try:
             return runner(**feeds)[output]
         except Exception as e:
-            raise edge_io.EdgeError(f"LiteRT failed to run {path}: {e}") from None
+            raise edge_io.EdgeError(f"LiteRT failed to run {name}: {edge_io.clip(e)}") from None
 
     return inputs, decode
 

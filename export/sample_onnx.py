@@ -10,7 +10,11 @@ Copy this file, `edge_io.py` and the export directory to the device, then:
 The same `--seed` gives the same z as `prior_z` and `VAE.sample` in the library.
 """
 
+import os
 import sys
+
+# No telemetry queue under ~/.cache: opt out before onnxruntime is ever imported.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 try:
     from . import edge_io  # imported as part of the installed package
@@ -25,21 +29,33 @@ _DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)"
            "tensor(float16)": "float16", "tensor(double)": "float64"}
 
 
-def load(path, threads: int, output: str = "x"):
-    """Opens `path` in onnxruntime; returns `(inputs, run)` for `edge_io.run_sampler`."""
+def load(content: bytes, threads: int, name: str = "decoder.onnx", output: str = "x"):
+    """Opens a checked ONNX file's bytes in onnxruntime; returns `(inputs, run)` of `output`.
+
+    A model that keeps tensors in external data files is refused: the runtime
+    would read them from outside what the manifest's checksum covers.
+    """
     try:
         import onnxruntime as ort
     except ImportError:
         raise edge_io.EdgeError("onnxruntime is not installed (pip install onnxruntime).") from None
+    try:
+        external = edge_io.onnx_uses_external_data(content)
+    except edge_io.EdgeError as e:
+        raise edge_io.EdgeError(f"onnxruntime cannot load {name}: {e}") from None
+    if external:
+        raise edge_io.EdgeError(
+            f"{name} keeps tensors in external data files, which the manifest's checksum does "
+            "not cover; refusing it (export without external data).")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise edge_io.EdgeError(f"onnxruntime cannot load {path}: {message}") from None
+        raise edge_io.EdgeError(f"onnxruntime cannot load {name}: {edge_io.clip(message)}") from None
     inputs = {
         i.name: (tuple(d if isinstance(d, int) else None for d in i.shape),
                  _DTYPES.get(i.type, i.type))
@@ -50,7 +66,7 @@ def load(path, threads: int, output: str = "x"):
         try:
             return session.run([output], feeds)[0]
         except Exception as e:
-            raise edge_io.EdgeError(f"onnxruntime failed to run {path}: {e}") from None
+            raise edge_io.EdgeError(f"onnxruntime failed to run {name}: {edge_io.clip(e)}") from None
 
     return inputs, decode
 

@@ -11,6 +11,30 @@ import os
 import sys
 from pathlib import Path
 
+from keras_vae.export.edge_io import (
+    MAX_IMAGES,
+    bounded_float,
+    bounded_int,
+    clip,
+    image_count,
+    image_file,
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_float,
+    seed_int,
+)
+
+# Bounds of the command line's numbers (far above any sensible run).
+MAX_BATCH = 1 << 16
+MAX_LATENT_DIM = 4096
+MAX_EPOCHS = 100_000
+MAX_K = 10_000  # importance samples per example
+MAX_ARCH_OPTIONS_CHARS = 10_000
+MAX_ARCH_OPTION_VALUE = 1 << 16  # widths, filter counts, kernel sizes
+MAX_ARCH_OPTION_ITEMS = 64  # layers in a list
+MAX_MESSAGE = 1000  # characters of an error message
+
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,8 +45,8 @@ def add_data_args(p, split="train"):
                    help="TFDS name, 'digits', or a path: IDX directory, .npz, image folder")
     p.add_argument("--split", default=split,
                    help="split; local sources have 'train', sliced like 'train[:7000]'")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH, "a batch size"), default=64)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--data-dir", default=None, help="TFDS data directory")
 
 
@@ -41,16 +65,16 @@ def _binarize_arg(value):
 def add_objective_args(p):
     from keras_vae import objectives
 
-    p.add_argument("--kl-warmup", type=int, default=0, metavar="STEPS",
+    p.add_argument("--kl-warmup", type=non_negative_int, default=0, metavar="STEPS",
                    help="KL warm-up length in optimizer steps (the cycle length for "
                         "--kl-schedule cyclical); 0 for none")
     p.add_argument("--kl-schedule", choices=sorted(set(objectives.SCHEDULES) - {"constant"}),
                    default="linear",
                    help="shape of the KL warm-up")
-    p.add_argument("--free-bits", type=float, default=0.0, metavar="NATS",
+    p.add_argument("--free-bits", type=non_negative_float, default=0.0, metavar="NATS",
                    help="floor on each latent dimension's KL (nats), Kingma et al. 2016")
-    p.add_argument("--iwae-k", type=int, default=1, metavar="K",
-                   help="train on the IWAE bound with K importance samples (1: the ELBO)")
+    p.add_argument("--iwae-k", type=bounded_int(1, MAX_K, "a sample count"), default=1,
+                   metavar="K", help="train on the IWAE bound with K importance samples (1: the ELBO)")
     p.add_argument("--conditional", action="store_true",
                    help="condition encoder and decoder on the data's labels")
 
@@ -136,14 +160,38 @@ def cmd_train(args):
 
 
 def _json_object(text: str) -> dict:
-    """argparse type: a JSON object (`{...}`), else a clear usage error."""
+    """argparse type: a small JSON object (`{...}`) of bounded numbers, else a usage error.
+
+    At most `MAX_ARCH_OPTIONS_CHARS` characters, lists of at most
+    `MAX_ARCH_OPTION_ITEMS` items and numbers of at most
+    `MAX_ARCH_OPTION_VALUE` in size: an option cannot ask for a layer that
+    exhausts memory.
+    """
+    if len(text) > MAX_ARCH_OPTIONS_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"{len(text)} characters; at most {MAX_ARCH_OPTIONS_CHARS} are accepted")
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({e}): {text!r}") from None
+    except (ValueError, RecursionError) as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({clip(e)}): {clip(text)!r}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 1}}', "
-                                         f"got {text!r}")
+                                         f"got {clip(text)!r}")
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        items = node.values() if isinstance(node, dict) else node
+        if isinstance(node, list) and len(node) > MAX_ARCH_OPTION_ITEMS:
+            raise argparse.ArgumentTypeError(
+                f"a list of {len(node)} items; at most {MAX_ARCH_OPTION_ITEMS} are accepted")
+        for item in items:
+            if isinstance(item, (dict, list)):
+                stack.append(item)
+            elif isinstance(item, (int, float)) and not isinstance(item, bool) and not (
+                    abs(item) <= MAX_ARCH_OPTION_VALUE):
+                raise argparse.ArgumentTypeError(
+                    f"the value {clip(item)} is out of range; numbers must lie within "
+                    f"+-{MAX_ARCH_OPTION_VALUE}")
     return value
 
 
@@ -198,7 +246,7 @@ def _disentanglement(model, args) -> dict:
 def cmd_score(args):
     import numpy as np
 
-    from keras_vae import anomaly, data, saving
+    from keras_vae import anomaly, data, files, saving
 
     model = saving.load_model(args.model, compile=False)
 
@@ -216,16 +264,23 @@ def cmd_score(args):
             scores_of(load(args.threshold_from, args.threshold_split)), args.percentile)
     scores = scores_of(load(args.dataset, args.split))
     if args.out:
-        np.save(args.out, scores)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        files.atomic_write(args.out, lambda f: np.save(f, scores))
     print(json.dumps({"method": args.method, **anomaly.summarize(scores, threshold)}))
 
 
 def cmd_sample(args):
-    from keras_vae import pictures, saving
+    import numpy as np
+
+    from keras_vae import files, pictures, saving
 
     model = saving.load_model(args.model, compile=False)
     images = model.sample(args.n, seed=args.seed, class_ids=args.class_ids)
-    pictures.save_grid(images, args.out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix.lower() == ".npy":
+        files.atomic_write(args.out, lambda f: np.save(f, np.asarray(images, np.float32)))
+    else:
+        pictures.save_grid(images, args.out)
     print(f"Wrote {args.n} samples to {args.out}")
 
 
@@ -340,32 +395,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=sorted(training.MODELS), default="vae",
                    help="the model family (vqvae: discrete codes; --arch and the KL flags "
                         "are the VAE's)")
-    p.add_argument("--codebook-size", type=int, default=64, help="vqvae: number of codes")
-    p.add_argument("--code-dim", type=int, default=16, help="vqvae: size of each code")
-    p.add_argument("--commitment-cost", type=float, default=0.25, help="vqvae: beta")
+    p.add_argument("--codebook-size", type=bounded_int(2, 1 << 16, "a codebook size"), default=64, help="vqvae: number of codes")
+    p.add_argument("--code-dim", type=bounded_int(1, MAX_LATENT_DIM, "a code size"), default=16, help="vqvae: size of each code")
+    p.add_argument("--commitment-cost", type=non_negative_float, default=0.25, help="vqvae: beta")
     p.add_argument("--ema", action="store_true", help="vqvae: EMA codebook updates")
     p.add_argument("--arch", choices=sorted(networks.ARCHITECTURES), default="conv")
-    p.add_argument("--latent-dim", type=int, default=16)
+    p.add_argument("--latent-dim", type=bounded_int(1, MAX_LATENT_DIM, "a latent size"),
+                   default=16)
     p.add_argument("--arch-options", type=_json_object, default={},
                    help='JSON options of the architecture builder, e.g. '
                         '\'{"filters": [32, 64], "decoder_dense_units": 0}\'')
     p.add_argument("--likelihood", default="bernoulli", choices=likelihoods.names())
     p.add_argument("--prior", default="standard_normal", choices=sorted(priors.PRIORS),
                    help="the prior p(z)")
-    p.add_argument("--prior-components", type=int, default=None, metavar="K",
+    p.add_argument("--prior-components", type=bounded_int(1, 4096, "a number of components"),
+                   default=None, metavar="K",
                    help="components of a mixture or vamp prior (default 10)")
-    p.add_argument("--tc-beta", type=float, default=None, metavar="B",
+    p.add_argument("--tc-beta", type=non_negative_float, default=None, metavar="B",
                    help="train beta-TCVAE with this weight on the total correlation")
-    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--beta", type=non_negative_float, default=1.0)
     add_objective_args(p)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "a number of epochs"),
+                   default=30)
+    p.add_argument("--learning-rate", type=positive_float, default=1e-3)
     p.add_argument("--binarize", default="dynamic",
                    choices=[m or "none" for m in data.BINARIZE_MODES])
-    p.add_argument("--validation-split", type=float, default=0.1)
+    p.add_argument("--validation-split", type=bounded_float(0.0, 1.0, hi_open=True,
+                                                            what="a fraction"), default=0.1)
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--verbose", type=int, default=1, help="Keras verbosity (0, 1, 2)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
+                   help="Keras verbosity (0, 1, 2)")
     p.add_argument("--strategy", choices=sorted(distribute.STRATEGIES), default="default",
                    help="mirrored: all local GPUs; multiworker: all machines in TF_CONFIG")
     p.add_argument("--mixed-precision", nargs="?", const="auto", default=False,
@@ -374,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="back up each epoch to --backup-dir; rerun to continue after a crash")
     p.add_argument("--backup-dir", default=None, help="backup folder (default: OUT.backup)")
-    p.add_argument("--checkpoint", default=None,
+    p.add_argument("--checkpoint", type=output_file((".keras",)), default=None,
                    help="also save the best finite epoch to this .keras file")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic TensorFlow ops: same --seed, same weights")
@@ -382,7 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="print the test negative ELBO as JSON")
     add_model_data_args(p)
-    p.add_argument("--iwae-k", type=int, default=None, metavar="K",
+    p.add_argument("--iwae-k", type=bounded_int(1, MAX_K, "a sample count"), default=None,
+                   metavar="K",
                    help="add the importance-weighted NLL with K samples, bits/dim, "
                         "KL per dimension and active units")
     p.add_argument("--sample-metrics", action="store_true",
@@ -391,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(cached; not Inception FID: see docs/metrics.md)")
     p.add_argument("--reference-split", default="train",
                    help="real images for --sample-metrics (and its classifier's training set)")
-    p.add_argument("--sample-n", type=int, default=2000,
+    p.add_argument("--sample-n", type=bounded_int(2, 100_000, "a number of samples"), default=2000,
                    help="samples (and real images) compared by --sample-metrics")
     p.add_argument("--feature-cache", default=None,
                    help="folder of cached feature classifiers (default ~/.cache/keras_vae)")
@@ -402,29 +463,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="print anomaly scores (higher: more anomalous) as JSON")
     add_model_data_args(p)
     p.add_argument("--method", choices=sorted(anomaly.SCORES), default="neg_elbo")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=bounded_int(1, MAX_K, "a sample count"), default=None,
                    help="posterior samples (default 1, or 100 for iwae_nll)")
     p.add_argument("--threshold-from", default=None, metavar="DATASET",
                    help="normal validation data whose score percentile is the threshold")
     p.add_argument("--threshold-split", default="train", help="split of --threshold-from")
-    p.add_argument("--percentile", type=float, default=99.0,
+    p.add_argument("--percentile", type=bounded_float(0.0, 100.0, what="a percentile"),
+                   default=99.0,
                    help="percentile of the validation scores used as threshold")
-    p.add_argument("--out", default=None, help="write the per-example scores to this .npy")
+    p.add_argument("--out", type=output_file((".npy",)), default=None,
+                   help="write the per-example scores to this .npy")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("sample", help="write a PNG grid of samples from the prior")
     p.add_argument("model", help="path to model.keras")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--class-ids", type=int, nargs="+", default=None,
-                   help="labels to generate (conditional models)")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--n", type=image_count, default=64,
+                   help=f"number of samples (at most {MAX_IMAGES})")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--class-ids", type=bounded_int(0, 2**31 - 1, "a class id"), nargs="+",
+                   default=None, help="labels to generate (conditional models)")
+    p.add_argument("--out", type=image_file, required=True,
+                   help="PNG grid to write (or .npy for the raw images)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training codes and "
                                          "save the model with it as its sampling prior")
     add_model_data_args(p)
-    p.add_argument("--components", type=int, default=10, metavar="K",
+    p.add_argument("--components", type=bounded_int(1, 1024, "a number of components"), default=10,
+                   metavar="K",
                    help="mixture components")
     p.add_argument("--codes", choices=["mean", "sample"], default="mean",
                    help="fit the posterior means or one posterior sample per image")
@@ -438,11 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     p.add_argument("--test-split", default=None,
                    help="held-out split: its bits per code grid and likelihood figure")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "a number of epochs"), default=20)
+    p.add_argument("--learning-rate", type=positive_float, default=1e-3)
     p.add_argument("--out", default=None,
                    help="model file to write (default: model_prior.keras beside MODEL)")
-    p.add_argument("--verbose", type=int, default=2, help="Keras verbosity (0, 1, 2)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2, help="Keras verbosity")
     p.set_defaults(func=cmd_train_prior)
 
     sub.add_parser("serve", add_help=False,
@@ -460,14 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graphs", default="",
                    help="comma-separated (default: every graph the model offers): a VAE has "
                         "decoder, encoder, scorer; a VQ-VAE decoder, encoder, prior")
-    p.add_argument("--seed", type=int, default=0, help="seed of the parity inputs")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the parity inputs")
     p.add_argument("--out", required=True, help="export directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--calibrate", default=None, metavar="SOURCE",
                    help="normal data whose scorer quantile becomes the anomaly threshold "
                         "in the manifest (served by keras-vae serve at /v1/score)")
     p.add_argument("--calibrate-split", default="train", help="split of --calibrate")
-    p.add_argument("--quantile", type=float, default=0.99,
+    p.add_argument("--quantile", type=bounded_float(0.0, 1.0, lo_open=True, what="a quantile"),
+                   default=0.99,
                    help="quantile of the normal scores used as the threshold")
     p.set_defaults(func=cmd_export)
     return parser
@@ -496,8 +563,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
-        print(f"keras-vae {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as e:
+        # One line, bounded: a message may quote a file's content.
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"keras-vae {args.command}: error: {clip(message, MAX_MESSAGE)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"keras-vae {args.command}: error: out of memory; use a smaller --batch-size, "
+              "model or dataset", file=sys.stderr)
         return 2
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import warnings
@@ -10,8 +11,10 @@ import zlib
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_vae import files
+from keras_vae.export.edge_io import clip
 from keras_vae.version import __version__
 
 
@@ -34,14 +37,24 @@ def save_model(model: keras.Model, path) -> Path:
     return path
 
 
-# Zip members a `.keras` file may hold, and the config modules it may name.
-_MEMBERS = re.compile(r"^(config\.json|metadata\.json|model\.weights\.(h5|npz)|assets/.+)$")
+# Zip members a `.keras` file of keras_vae holds (never `assets/`, never npz
+# weights), and the config modules it may name.
+_MEMBERS = re.compile(r"^(config\.json|metadata\.json|model\.weights\.h5)$")
 _MODULES = re.compile(
     r"^(keras|builtins|keras_vae(\..+)?|keras(\.src)?\.(layers|initializers|regularizers|"
     r"constraints|activations|optimizers|losses|metrics|models|dtype_policies|quantizers|"
     r"random|ops)(\..+)?)$"
 )
-_MAX_CONFIG_BYTES = 64 << 20
+# What reading a `.keras` file may cost, checked from the zip's directory
+# before anything is inflated (Keras stores members uncompressed: ratio 1).
+MAX_CONFIG_BYTES = 1 << 20  # config.json (a resnet VAE's: 33 kB)
+MAX_METADATA_BYTES = 1 << 16  # metadata.json (64 bytes)
+MAX_WEIGHTS_BYTES = 4 << 30  # model.weights.h5
+MAX_RATIO = 10  # uncompressed / compressed, for members over 1 MiB
+# Weights the config may declare beyond those stored in the file (slack for
+# layers the estimate over-counts); a config asking for more is refused
+# before Keras builds (allocates) it.
+MAX_UNSTORED_WEIGHTS = 1 << 20
 
 
 def check_version(saved: str | None, current: str | None = None) -> None:
@@ -93,11 +106,23 @@ def _walk(node):
 def inspect_archive(path) -> dict:
     """Validates a `.keras` archive without deserializing anything; returns its config.
 
-    Checks that the file is a zip whose members are only a `.keras` file's
-    (no `../` or absolute names), that its config names no Lambda layer, no
-    Python lambda and no module outside Keras's modelling modules and
-    keras_vae, that its top-level object is a keras_vae model, and that its
-    keras_vae version is compatible (`check_version`).
+    Checks, in order, each bounded before anything is inflated or built:
+
+    - the zip holds only `config.json`, `metadata.json` and
+      `model.weights.h5` (no `assets/`, which keras_vae models never write
+      and Keras would extract to the temp folder; no `../` or absolute
+      names), each within its size cap (`MAX_CONFIG_BYTES`,
+      `MAX_METADATA_BYTES`, `MAX_WEIGHTS_BYTES`) and, over 1 MiB, a
+      compression ratio of at most `MAX_RATIO`;
+    - the config names no Lambda layer, no Python lambda and no module
+      outside Keras's modelling modules and keras_vae; its top-level object
+      is a keras_vae model of a compatible version (`check_version`);
+    - the weights file stores every array in full (contiguous, unfiltered,
+      no links, external or virtual storage), so reading it costs what the
+      file holds, and the layers the config declares need no more weights
+      than it stores (plus `MAX_UNSTORED_WEIGHTS`).
+
+    Messages quote at most ~200 characters of anything read from the file.
 
     Raises:
         ValueError: naming the first problem found.
@@ -105,31 +130,23 @@ def inspect_archive(path) -> dict:
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                parts = name.replace("\\", "/").split("/")
-                if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
-                        or not _MEMBERS.match(name)):
-                    raise ValueError(
-                        f"{path} holds an unexpected or unsafe member {name!r} (a .keras file "
-                        "holds config.json, metadata.json, model.weights.h5 and assets/); "
-                        "refusing to load it."
-                    )
-            info = zf.getinfo("config.json") if "config.json" in zf.namelist() else None
-            if info is None:
+            infos = zf.infolist()
+            _check_members(path, infos)
+            names = {info.filename: info for info in infos}
+            if "config.json" not in names:
                 raise ValueError(f"{path} has no config.json: not a .keras model file.")
-            if info.file_size > _MAX_CONFIG_BYTES:
-                raise ValueError(f"{path}: config.json is {info.file_size} bytes; refusing.")
-            raw = zf.read(info)
+            raw = zf.read(names["config.json"])
+            weights = names.get("model.weights.h5")
+            stored = _stored_weights(path, zf.read(weights)) if weights else 0
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as e:
         raise ValueError(
-            f"{path} is not a readable .keras file (a zip archive): {e}. It may be truncated "
-            "or corrupt, or not a model file at all."
+            f"{path} is not a readable .keras file (a zip archive): {clip(e)}. It may be "
+            "truncated or corrupt, or not a model file at all."
         ) from None
     try:
         config = json.loads(raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: config.json is not valid JSON ({e}).") from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: config.json is not valid JSON ({clip(e)}).") from None
     if not isinstance(config, dict):
         raise ValueError(f"{path}: config.json is not a Keras object config.")
     for node in _walk(config):
@@ -142,23 +159,147 @@ def inspect_archive(path) -> dict:
         if class_name is not None and module is not None and (
                 not isinstance(module, str) or not _MODULES.match(module)):
             raise ValueError(
-                f"{path} refers to {module}.{class_name}: a module outside Keras's layers and "
-                "keras_vae, refused (loading it could run arbitrary code)."
+                f"{path} refers to {clip(module)}.{clip(class_name)}: a module outside Keras's "
+                "layers and keras_vae, refused (loading it could run arbitrary code)."
             )
         registered = node.get("registered_name")
         if isinstance(module, str) and module.startswith("keras_vae") and not (
                 isinstance(registered, str) and registered.startswith("keras_vae>")):
-            raise ValueError(f"{path} names {module}.{class_name} without its registered name.")
+            raise ValueError(f"{path} names {clip(module)}.{clip(class_name)} without its "
+                             "registered name.")
     registered = config.get("registered_name")
     if not (isinstance(registered, str) and registered.startswith("keras_vae>")):
         raise ValueError(
-            f"{path} holds a {config.get('class_name')!r} ({config.get('module')}), not a "
-            "keras_vae model."
+            f"{path} holds a {clip(repr(config.get('class_name')))} "
+            f"({clip(config.get('module'))}), not a keras_vae model."
         )
     inner = config.get("config") if isinstance(config.get("config"), dict) else {}
     stamp = inner.get("keras_vae")
-    check_version(stamp.get("version") if isinstance(stamp, dict) else None)
+    version = stamp.get("version") if isinstance(stamp, dict) else None
+    check_version(None if version is None else clip(version, 40))
+    declared = _declared_weights(config)
+    if declared > stored + MAX_UNSTORED_WEIGHTS:
+        raise ValueError(
+            f"{path}: its config declares layers of about {declared:.3g} weights, but the file "
+            f"stores {stored:.3g}; refusing to build it (a few-kB config must not allocate "
+            "GBs)."
+        )
     return config
+
+
+def _check_members(path: Path, infos) -> None:
+    """Refuses unexpected, unsafe, oversized or over-compressed zip members."""
+    limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES,
+              "model.weights.h5": MAX_WEIGHTS_BYTES}
+    seen = set()  # three names, each once: at most three members
+    for info in infos:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if (name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]
+                or not _MEMBERS.match(name) or name in seen):
+            raise ValueError(
+                f"{path} holds an unexpected or unsafe member {clip(repr(name))} (a .keras "
+                "file of keras_vae holds config.json, metadata.json and model.weights.h5, "
+                "never assets/); refusing to load it."
+            )
+        seen.add(name)
+        if info.file_size > limits[name]:
+            raise ValueError(f"{path}: {name} inflates to {info.file_size} bytes, over the "
+                             f"{limits[name]} a keras_vae model file may hold; refusing.")
+        if info.file_size > 1 << 20 and info.file_size > MAX_RATIO * info.compress_size:
+            raise ValueError(
+                f"{path}: {name} inflates {info.file_size / max(info.compress_size, 1):.0f}-"
+                f"fold (Keras stores members uncompressed; at most {MAX_RATIO}-fold is "
+                "accepted); refusing a decompression bomb.")
+
+
+def _stored_weights(path: Path, raw: bytes) -> int:
+    """Number of values stored in a weights file, each array checked to be stored in full.
+
+    Keras writes every variable as a contiguous, unfiltered HDF5 dataset. A
+    chunked or compressed dataset, one with unallocated storage (read as its
+    fill value), external or virtual storage, or a link could make a small
+    file read as gigabytes, or read another file: refused.
+
+    Raises:
+        ValueError: naming the first such dataset or link.
+    """
+    import h5py
+
+    problems, total = [], 0
+
+    def visit(name, link):
+        if not isinstance(link, h5py.HardLink):
+            problems.append(f"{name} is a {type(link).__name__}")
+
+    def check(name, obj):
+        nonlocal total
+        if not isinstance(obj, h5py.Dataset):
+            return
+        plist = obj.id.get_create_plist()
+        nbytes = obj.size * obj.dtype.itemsize
+        if obj.dtype.kind not in "fiub" or obj.dtype.itemsize > 16:
+            problems.append(f"{name} has dtype {obj.dtype}")
+        elif (obj.chunks is not None or plist.get_nfilters() or plist.get_external_count()
+              or obj.is_virtual or obj.id.get_storage_size() != nbytes):
+            problems.append(f"{name} is not stored in full (chunked, filtered, external or "
+                            "unallocated)")
+        total += obj.size
+
+    try:
+        with h5py.File(io.BytesIO(raw), "r") as f:
+            f.visititems_links(visit)
+            if not problems:
+                f.visititems(check)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ValueError(f"{path}: model.weights.h5 is not a readable HDF5 file "
+                         f"({clip(e)}).") from None
+    if problems:
+        raise ValueError(f"{path}: model.weights.h5: {clip(problems[0])}; keras_vae writes "
+                         "every weight as a plain array, refusing to read it.")
+    return total
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _declared_weights(config) -> int:
+    """An estimate (from above) of the weights the config's layers allocate when built.
+
+    From each layer's own config and its `build_config` input shape: Dense,
+    convolutions, Embedding, recurrent and normalization layers, the layers
+    whose size a config sets. Other layers count 0.
+    """
+    total = 0
+    for node in _walk(config):
+        cls, cfg = node.get("class_name"), node.get("config")
+        if not isinstance(cls, str) or not isinstance(cfg, dict):
+            continue
+        shape = (node.get("build_config") or {}).get("input_shape") if isinstance(
+            node.get("build_config"), dict) else None
+        shape = shape if isinstance(shape, list) and shape else [1]
+        channels = shape[1] if cfg.get("data_format") == "channels_first" and len(shape) > 1 \
+            else shape[-1]
+        channels = _int(channels)
+        units, filters = _int(cfg.get("units")), _int(cfg.get("filters"))
+        if cls in ("Dense", "EinsumDense"):
+            total += channels * units + units
+        elif cls.startswith(("Conv", "DepthwiseConv", "SeparableConv")):
+            kernel = cfg.get("kernel_size")
+            kernel = kernel if isinstance(kernel, list) else [kernel]
+            size = 1
+            for k in kernel:
+                size *= _int(k)
+            total += size * channels * max(filters, _int(cfg.get("depth_multiplier"))) + filters
+        elif cls == "Embedding":
+            total += _int(cfg.get("input_dim")) * _int(cfg.get("output_dim"))
+        elif cls in ("LSTM", "GRU", "SimpleRNN", "LSTMCell", "GRUCell", "SimpleRNNCell"):
+            gates = {"L": 4, "G": 3}.get(cls[0], 1)
+            total += gates * units * (channels + units + 2)
+        elif cls in ("BatchNormalization", "LayerNormalization", "GroupNormalization"):
+            total += 4 * channels
+    return total
 
 
 def load_model(path, compile: bool = True) -> keras.Model:
@@ -179,8 +320,32 @@ def load_model(path, compile: bool = True) -> keras.Model:
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:
-        raise ValueError(f"Cannot load {path} as a keras_vae model: {e}") from e
+        raise ValueError(f"Cannot load {path} as a keras_vae model: {clip(e)}") from e
     registered = keras.saving.get_registered_name(type(model))
     if not (isinstance(model, keras.Model) and registered.startswith("keras_vae>")):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae model.")
+    check_finite_weights(model, path)
     return model
+
+
+def check_finite_weights(model: keras.Model, path=None) -> None:
+    """Checks with numpy that every floating-point weight of `model` is finite.
+
+    A model's outputs cannot tell: TensorFlow's fused graphs can turn a NaN
+    weight into finite, plausible numbers. So every variable is read and
+    checked here, once, when a model is loaded.
+
+    Raises:
+        ValueError: naming the first weight holding NaN or Inf values.
+    """
+    for variable in model.weights:
+        if "float" not in str(variable.dtype):  # float16/32/64, bfloat16; not seeds, counters
+            continue
+        value = np.asarray(variable.numpy()).astype(np.float32)
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            where = f"{path}: " if path is not None else ""
+            raise ValueError(
+                f"{where}weight {variable.path!r} holds {bad} NaN/Inf value(s) of "
+                f"{value.size}: the model diverged or the file was altered; refusing to use it."
+            )

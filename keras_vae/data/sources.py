@@ -14,9 +14,11 @@ Local sources have one split, `train`, sliced with the TFDS syntax:
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import re
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,31 +32,44 @@ AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Reads one IDX file (gzip or raw), checking its header against its size."""
+    """Reads one IDX file (gzip or raw), checking its header against its size.
+
+    The header is read first: data it declares beyond `MAX_ARRAY_BYTES` is
+    refused, and no more than the declared bytes (plus one, to detect
+    padding) are read or inflated, so a gzip bomb costs nothing.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4:
+                raise ValueError(f"IDX file {path} is too short ({len(head)} bytes) to hold a "
+                                 "header.")
+            zero, dtype_code, ndim = head[0] << 8 | head[1], head[2], head[3]
+            if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
+                raise ValueError(
+                    f"{path} is not an MNIST-style uint8 IDX file (magic {head.hex()})."
+                )
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"IDX file {path} is truncated inside its header "
+                                 f"({4 + len(raw_dims)} bytes).")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            expected = math.prod(dims)
+            if expected > MAX_ARRAY_BYTES:
+                raise ValueError(
+                    f"IDX file {path} declares {dims} ({expected / 2**30:.3g} GiB), over the "
+                    f"{MAX_ARRAY_BYTES >> 30} GiB a source may load; refusing to read it.")
+            raw = f.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"Cannot read IDX file {path}: {e} (truncated or corrupt?)") from e
-    if len(raw) < 4:
-        raise ValueError(f"IDX file {path} is too short ({len(raw)} bytes) to hold a header.")
-    zero, dtype_code, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise ValueError(
-            f"{path} is not an MNIST-style uint8 IDX file (magic {raw[:4].hex()})."
-        )
-    offset = 4 + 4 * ndim
-    if len(raw) < offset:
-        raise ValueError(f"IDX file {path} is truncated inside its header ({len(raw)} bytes).")
-    dims = struct.unpack(f">{ndim}I", raw[4:offset])
-    expected = int(np.prod(dims))
-    if len(raw) - offset != expected:
+    if len(raw) != expected:
+        got = f"{len(raw)}" if len(raw) <= expected else "more"
         raise ValueError(
             f"IDX file {path} is truncated or padded: its header says {dims} "
-            f"({expected} bytes of data), the file has {len(raw) - offset}."
+            f"({expected} bytes of data), the file has {got}."
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _load_idx_dir(path: Path):
@@ -79,20 +94,70 @@ def _load_idx_dir(path: Path):
     return x[..., None], y
 
 
+# What a local source may make the loader allocate: a file's header declares
+# sizes, and they are checked against these before any array is built.
+MAX_ARRAY_BYTES = 8 << 30  # one array of a .npz (a float32 copy of 60k 28x28 images: 188 MB)
+MAX_IMAGE_PIXELS = 1 << 24  # one image of a folder (4096 x 4096)
+
+
+def _npz_header(zf, key: str, path: Path) -> tuple:
+    """`(shape, dtype)` of one `.npz` member from its `.npy` header, checked before loading.
+
+    The header declares the array's shape and dtype; an array larger than
+    `MAX_ARRAY_BYTES`, or larger than the member's own uncompressed size, is
+    refused before anything is allocated.
+    """
+    fmt = np.lib.format
+    names = set(zf.namelist())
+    info = zf.getinfo(f"{key}.npy" if f"{key}.npy" in names else key)
+    with zf.open(info) as f:
+        try:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = fmt.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path}: the header of {key!r} is not a valid .npy header "
+                             f"({str(e)[:200]}).") from None
+        header_bytes = f.tell()
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_ARRAY_BYTES or nbytes > info.file_size - header_bytes:
+        raise ValueError(
+            f"{path}: array {key!r} declares shape {shape[:8]} of {dtype} "
+            f"({nbytes / 2**30:.3g} GiB), more than "
+            + ("the file holds" if nbytes <= MAX_ARRAY_BYTES
+               else f"the {MAX_ARRAY_BYTES >> 30} GiB a source may load")
+            + "; refusing to allocate it.")
+    return shape, dtype
+
+
 def _load_npz(path: Path):
+    import zipfile
+
     try:
         arrays = np.load(path, allow_pickle=False)
     except Exception as e:  # zipfile / format errors
         raise ValueError(f"Cannot read {path} as .npz: {e}") from e
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not a .npz archive of named arrays.")
     with arrays:
         x_key = next((k for k in ("x", "images", "x_train", "arr_0") if k in arrays), None)
         if x_key is None:
             raise ValueError(
-                f"{path} has no image array; name it 'x' or 'images' (found {list(arrays)})."
+                f"{path} has no image array; name it 'x' or 'images' (found {list(arrays)[:20]})."
             )
-        x = arrays[x_key]
         y_key = next((k for k in ("y", "labels", "y_train") if k in arrays), None)
-        y = arrays[y_key].astype(np.int64) if y_key else None
+        try:
+            with zipfile.ZipFile(path) as zf:
+                for key in filter(None, (x_key, y_key)):
+                    _npz_header(zf, key, path)
+            x = arrays[x_key]
+            y = arrays[y_key].astype(np.int64) if y_key else None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ValueError(f"Cannot read {path} as .npz: {e}") from None
     if y is not None and len(y) != len(x):
         raise ValueError(f"{path}: {len(y)} labels for {len(x)} images.")
     if x.ndim == 3:
@@ -100,7 +165,78 @@ def _load_npz(path: Path):
     return x, y
 
 
+# Pillow modes of one grey channel, and of 16-bit (or wider integer) grey.
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _is_grey(im) -> bool:
+    """Whether an image has one grey channel (a palette counts when all its colours are grey)."""
+    if im.mode in ("P", "PA"):
+        rgb = np.asarray(im.convert("RGB"))
+        return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+    return im.mode in _GREY_MODES
+
+
+def _pixels(im, grey: bool) -> np.ndarray:
+    """One image's pixels as float32 `(h, w, 1 or 3)` in [0, 1], by its real bit depth.
+
+    - 8-bit modes (`L`, `RGB`, ...) are divided by 255, 16-bit ones (`I;16`,
+      and `I` holding 0..65535) by 65535, `1` (bilevel) gives 0 and 1,
+      `F` is taken as is (checked to lie in [0, 1] later);
+    - a palette (`P`) is replaced by its colours;
+    - an alpha channel (`LA`, `RGBA`, `PA`, a palette's transparency) is
+      composited on a black background: each value is multiplied by its
+      alpha, so a transparent pixel is 0 (the background of MNIST-style
+      digits) and an opaque one keeps its value;
+    - a colour image in a grey folder becomes its luma (ITU-R 601:
+      0.299 R + 0.587 G + 0.114 B; exactly its value when R = G = B), a grey
+      image in a colour folder is repeated over three channels.
+    """
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")  # the palette's colours, and its transparency as alpha
+    alpha = None
+    if im.mode in ("LA", "La", "RGBA", "RGBa"):
+        if im.mode in ("La", "RGBa"):  # premultiplied: undo it first
+            im = im.convert("RGBA" if im.mode == "RGBa" else "LA")
+        alpha = np.asarray(im.getchannel("A"), np.float32) / 255.0  # (h, w)
+        im = im.convert("L" if im.mode == "LA" else "RGB")
+    if im.mode in _WIDE_MODES:
+        arr = np.asarray(im).astype(np.float64)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"{im.mode} values outside 0..65535 (not a 16-bit image)")
+        arr = (arr / 65535.0).astype(np.float32)
+    elif im.mode == "F":
+        arr = np.asarray(im, np.float32)
+    elif im.mode == "1":
+        arr = np.asarray(im, bool).astype(np.float32)
+    else:
+        im = im if im.mode in ("L", "RGB") else im.convert("RGB")
+        arr = np.asarray(im, np.uint8).astype(np.float32) / 255.0
+    arr = arr[..., None] if arr.ndim == 2 else arr  # (h, w, c)
+    if alpha is not None:
+        arr = arr * alpha[..., None]  # composite on black
+    if grey and arr.shape[-1] == 3:
+        same = np.all(arr[..., :1] == arr[..., 1:])
+        arr = arr[..., :1] if same else (arr @ np.float32([0.299, 0.587, 0.114]))[..., None]
+    elif not grey and arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return arr.astype(np.float32)
+
+
 def _load_image_folder(path: Path):
+    """Reads a folder of images (one sub-folder per class, or flat) by their real bit depth.
+
+    Pixels are scaled by each file's bit depth (8-bit / 255, 16-bit / 65535),
+    palettes become their colours, and alpha is composited on a black
+    background (see `_pixels`). The first image decides grey or colour.
+
+    Raises:
+        ValueError: no images, a corrupt one, one of another size, or one
+            over `MAX_IMAGE_PIXELS` (checked from its header, before decoding).
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
@@ -111,20 +247,29 @@ def _load_image_folder(path: Path):
         entries = [(f, -1) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not entries:
         raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {path}.")
-    images, mode, size = [], None, None
+    images, grey, size = [], None, None
     for f, _ in entries:
         try:
-            with Image.open(f) as im:
-                im.load()
-                mode = mode or ("L" if im.mode in ("1", "L", "P", "LA", "I", "I;16") else "RGB")
-                im = im.convert(mode)
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"Corrupt or unreadable image {f}: {e}") from e
-        size = size or im.size
-        if im.size != size:
-            raise ValueError(f"Image {f} is {im.size}, the first image is {size}: resize them.")
-        arr = np.asarray(im, dtype=np.uint8)
-        images.append(arr[..., None] if arr.ndim == 2 else arr)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as im:  # reads the header only
+                    if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                        raise ValueError(
+                            f"Image {f} declares {im.size[0]}x{im.size[1]} pixels, more than "
+                            f"the {MAX_IMAGE_PIXELS} a VAE image may have; refusing to decode "
+                            "it.")
+                    im.load()
+                    grey = _is_grey(im) if grey is None else grey
+                    arr = _pixels(im, grey)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"Image {f} is too large to decode ({str(e)[:200]}).") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise ValueError(f"Corrupt or unreadable image {f}: {str(e)[:200]}") from e
+        size = size or arr.shape[:2]
+        if arr.shape[:2] != size:
+            raise ValueError(f"Image {f} is {arr.shape[1]}x{arr.shape[0]}, the first image is "
+                             f"{size[1]}x{size[0]}: resize them.")
+        images.append(arr)
     labels = np.array([c for _, c in entries], dtype=np.int64) if class_dirs else None
     return np.stack(images), labels
 

@@ -1,0 +1,293 @@
+"""The export folder is untrusted input to the device: the samplers read only what they check.
+
+Every file a manifest names must be a regular file inside the folder (no
+`..`, absolute path or symbolic link), read with a bounded size (a FIFO or a
+huge file costs nothing), an ONNX file must not pull in external data, and
+the manifest's whole layout is checked: each hostile folder gets exit 2, a
+one-line message naming the problem and no traceback, and the messages never
+reveal another file's size or checksum.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import keras_vae
+import keras_vae.export
+from keras_vae.export import edge_io, sample_onnx
+
+EXPORT_SRC = Path(edge_io.__file__).parent
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """A tiny mlp decoder exported to ONNX (the folder every hostile copy starts from)."""
+    vae = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=3, arch="mlp",
+                        arch_options={"hidden_units": [8]}, seed=0)
+    out = tmp_path_factory.mktemp("export") / "good"
+    keras_vae.export.export(vae, out, formats="onnx", graphs=("decoder",))
+    return out
+
+
+@pytest.fixture
+def folder(export_dir, tmp_path):
+    """A fresh copy of the good export, with a secret file beside it (outside the folder)."""
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    secret = tmp_path / "secret.onnx"
+    shutil.copyfile(copy / "decoder.onnx", secret)
+    return copy
+
+
+def manifest_of(folder):
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def rewrite(folder, change):
+    manifest = manifest_of(folder)
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def decoder_entry(manifest):
+    return next(e for e in manifest["files"] if e["graph"] == "decoder")
+
+
+def sample(folder, capsys, *extra):
+    """Runs sample_onnx in-process; returns (exit code, stderr)."""
+    out = folder.parent / "grid.png"
+    code = sample_onnx.main([str(folder), "--n", "2", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    if code:
+        assert not out.exists()
+    return code, err
+
+
+def refused(folder, capsys, message):
+    code, err = sample(folder, capsys)
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "error:" in err and message in err, err
+    return err
+
+
+def test_good_folder_samples(folder, capsys):
+    code, err = sample(folder, capsys)
+    assert code == 0, err
+    assert (folder.parent / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["../secret.onnx", "ABSOLUTE", "./decoder.onnx",
+                                  "sub/../../secret.onnx", "", "decoder.onnx\\..",
+                                  ".."])
+def test_paths_outside_the_folder_are_refused(folder, capsys, name):
+    secret = folder.parent / "secret.onnx"
+    name = str(secret) if name == "ABSOLUTE" else name
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+
+    def change(m):
+        e = decoder_entry(m)
+        e["path"], e["size_bytes"], e["sha256"] = name, secret.stat().st_size, digest
+
+    rewrite(folder, change)
+    err = refused(folder, capsys, "manifest.json" if name else "path")
+    assert str(secret.stat().st_size) not in err and digest[:8] not in err
+
+
+def test_symlinked_file_is_refused(folder, capsys):
+    (folder / "decoder.onnx").unlink()
+    (folder / "decoder.onnx").symlink_to(folder.parent / "secret.onnx")
+    refused(folder, capsys, "symbolic link")
+
+
+def test_symlinked_subfolder_is_refused(folder, capsys):
+    outside = folder.parent / "outside"
+    outside.mkdir()
+    shutil.move(folder / "decoder.onnx", outside / "decoder.onnx")
+    (folder / "sub").symlink_to(outside)
+    rewrite(folder, lambda m: decoder_entry(m).update(path="sub/decoder.onnx"))
+    refused(folder, capsys, "symbolic link")
+
+
+def test_symlinked_manifest_is_refused(folder, capsys):
+    real = folder.parent / "manifest.json"
+    shutil.move(folder / "manifest.json", real)
+    (folder / "manifest.json").symlink_to(real)
+    refused(folder, capsys, "symbolic link")
+
+
+@pytest.mark.parametrize("which", ["decoder.onnx", "manifest.json"])
+def test_fifo_does_not_hang(folder, which, tmp_path):
+    """A FIFO in place of a file: refused at once, in a process that would otherwise block."""
+    device = tmp_path / "device"
+    device.mkdir()
+    for name in ("sample_onnx.py", "edge_io.py"):
+        shutil.copy(EXPORT_SRC / name, device / name)
+    (folder / which).unlink()
+    os.mkfifo(folder / which)
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, str(device / "sample_onnx.py"), str(folder), "--n", "2",
+                        "--out", str(tmp_path / "g.png")], capture_output=True, text=True,
+                       timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert time.monotonic() - start < 30
+    assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_directory_in_place_of_the_decoder_is_refused(folder, capsys):
+    (folder / "decoder.onnx").unlink()
+    (folder / "decoder.onnx").mkdir()
+    refused(folder, capsys, "not a regular file")
+
+
+def test_reads_are_bounded(folder, capsys, monkeypatch):
+    size = (folder / "decoder.onnx").stat().st_size
+    # A manifest that declares more than the cap: refused before a byte is read.
+    rewrite(folder, lambda m: decoder_entry(m).update(size_bytes=3 << 30))
+    refused(folder, capsys, "larger than the 2048 MiB")
+    # A file over the cap, whatever the manifest says.
+    rewrite(folder, lambda m: decoder_entry(m).update(size_bytes=size))
+    monkeypatch.setattr(edge_io, "MAX_FILE_BYTES", size - 1)
+    refused(folder, capsys, "larger than")
+
+
+def test_oversized_manifest_is_refused(folder, capsys):
+    manifest = manifest_of(folder)
+    manifest["padding"] = "x" * (edge_io.MAX_MANIFEST_BYTES + 1)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    refused(folder, capsys, "larger than")
+
+
+def test_messages_reveal_no_sizes_or_checksums(folder, capsys):
+    path = folder / "decoder.onnx"
+    path.write_bytes(path.read_bytes()[:-10])
+    entry = decoder_entry(manifest_of(folder))
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    err = refused(folder, capsys, "truncated")
+    for secret in (str(path.stat().st_size), str(entry["size_bytes"]), actual[:8],
+                   entry["sha256"][:8]):
+        assert secret not in err
+    # Same size, one byte changed: the checksum message quotes no digest.
+    rewrite(folder, lambda m: decoder_entry(m).update(size_bytes=path.stat().st_size))
+    err = refused(folder, capsys, "SHA-256")
+    assert actual[:8] not in err and entry["sha256"][:8] not in err
+
+
+def test_onnx_external_data_is_refused(folder, capsys):
+    proto = onnx.load(str(folder / "decoder.onnx"))
+    onnx.save_model(proto, str(folder / "decoder.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    assert (folder / "weights.bin").exists()
+    path = folder / "decoder.onnx"
+    rewrite(folder, lambda m: decoder_entry(m).update(
+        size_bytes=path.stat().st_size, sha256=edge_io.sha256_of(path)))
+    refused(folder, capsys, "external data")
+
+
+def test_onnx_external_data_check_on_real_files(export_dir):
+    content = (export_dir / "decoder.onnx").read_bytes()
+    assert edge_io.onnx_uses_external_data(content) is False
+    with pytest.raises(edge_io.EdgeError, match="well-formed"):
+        edge_io.onnx_uses_external_data(content[: len(content) // 2])
+    # A tensor in a node attribute (a Constant) with data_location=EXTERNAL is found too.
+    tensor = onnx.helper.make_tensor("c", onnx.TensorProto.FLOAT, [1], [1.0])
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    node = onnx.helper.make_node("Constant", [], ["y"], value=tensor)
+    graph = onnx.helper.make_graph(
+        [node], "g", [], [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    assert edge_io.onnx_uses_external_data(onnx.helper.make_model(graph).SerializeToString())
+
+
+def _deep(n):
+    return "[" * n + "]" * n
+
+
+LAYOUTS = {
+    "manifest a list": (lambda m: None, "[]", "not a keras-vae manifest"),
+    "files not a list": (lambda m: m.update(files="decoder.onnx"), None, "'files' must be"),
+    "entry not an object": (lambda m: m.update(files=[3]), None, "files[0] must be"),
+    "size as text": (lambda m: decoder_entry(m).update(size_bytes="12"), None,
+                     "files[0].size_bytes"),
+    "negative size": (lambda m: decoder_entry(m).update(size_bytes=-1), None,
+                      "files[0].size_bytes"),
+    "short sha256": (lambda m: decoder_entry(m).update(sha256="abc"), None, "files[0].sha256"),
+    "path a number": (lambda m: decoder_entry(m).update(path=7), None, "files[0].path"),
+    "no inputs": (lambda m: decoder_entry(m).pop("inputs"), None, "files[0].inputs"),
+    "input shape text": (lambda m: decoder_entry(m)["inputs"][0].update(shape="(1, 3)"), None,
+                         "files[0].inputs[0]"),
+    "no latent_dim": (lambda m: m.pop("latent_dim"), None, "'latent_dim'"),
+    "latent_dim text": (lambda m: m.update(latent_dim="3"), None, "'latent_dim'"),
+    "latent_dim huge": (lambda m: m.update(latent_dim=10 ** 12), None, "'latent_dim'"),
+    "latent_dim bool": (lambda m: m.update(latent_dim=True), None, "'latent_dim'"),
+    "no image": (lambda m: m.pop("image"), None, "'image'"),
+    "image shape negative": (lambda m: m["image"].update(shape=[-8, 8, 1]), None,
+                             "'image.shape'"),
+    "image shape huge": (lambda m: m["image"].update(shape=[100000, 100000, 1]), None,
+                         "'image.shape'"),
+    "num_classes negative": (lambda m: m.update(num_classes=-1), None, "'num_classes'"),
+    "class_names numbers": (lambda m: m.update(class_names=[1, 2]), None, "'class_names'"),
+    "prior a string": (lambda m: m.update(prior="normal"), None, "'prior'"),
+    "graphs a list": (lambda m: m.update(graphs=[]), None, "'graphs'"),
+    "bundle entry broken": (lambda m: m["bundle"][0].update(sha256=None), None,
+                            "bundle[0].sha256"),
+    "deeply nested": (lambda m: None, '{"a": ' + _deep(100_000) + "}", "not valid JSON"),
+    "not utf-8": (lambda m: None, b"\xff\xfe{}", "not valid JSON"),
+    "huge integer": (lambda m: None, '{"manifest_version": 2, "latent_dim": ' + "9" * 5000 + "}",
+                     "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYOUTS))
+def test_manifest_layout_is_checked(folder, capsys, case):
+    change, raw, message = LAYOUTS[case]
+    if raw is None:
+        rewrite(folder, change)
+    elif isinstance(raw, bytes):
+        (folder / "manifest.json").write_bytes(raw)
+    else:
+        (folder / "manifest.json").write_text(raw)
+    err = refused(folder, capsys, message)
+    assert len(err) < 600
+
+
+def test_savedmodel_folder_is_checked_without_following_links(tmp_path):
+    folder = tmp_path / "export"
+    (folder / "model_savedmodel" / "variables").mkdir(parents=True)
+    (folder / "model_savedmodel" / "saved_model.pb").write_bytes(b"graph")
+    (folder / "model_savedmodel" / "variables" / "v.data").write_bytes(b"weights" * 10)
+    entry = {"path": "model_savedmodel", "size_bytes": edge_io.size_of(
+        folder / "model_savedmodel"), "sha256": edge_io.sha256_of(folder / "model_savedmodel")}
+    assert edge_io.verify_file(folder, entry) == (folder / "model_savedmodel").resolve()
+    (tmp_path / "elsewhere").write_bytes(b"secret")
+    (folder / "model_savedmodel" / "variables" / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(edge_io.EdgeError, match="link or special file"):
+        edge_io.verify_file(folder, entry)
+
+
+def test_samplers_opt_out_of_onnxruntime_telemetry(tmp_path):
+    """sample_onnx sets ORT_DISABLE_TELEMETRY=1 before onnxruntime is imported."""
+    script = (f"import os, sys; sys.path.insert(0, {str(EXPORT_SRC)!r}); import sample_onnx; "
+              "assert 'onnxruntime' not in sys.modules; "
+              "print(os.environ.get('ORT_DISABLE_TELEMETRY'))")
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env=env, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "1"
+
+
+def test_prior_draws_unchanged(folder):
+    """The checks change nothing about what a good folder gives."""
+    manifest = edge_io.read_manifest(folder)
+    np.testing.assert_array_equal(
+        edge_io.sample_prior(manifest["prior"], 4, 3, 0),
+        np.random.default_rng(0).standard_normal((4, 3), dtype=np.float32))
