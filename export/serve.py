@@ -331,12 +331,15 @@ class Model:
 
     Args:
         name: The graph's name (`decoder`, `encoder`, `scorer`).
-        path: The verified ONNX file.
+        path: The ONNX file (for messages; the bytes loaded are `content`).
         entry: The file's manifest entry (input/output names, dtypes, shapes).
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
+        content: The file's bytes as `edge_io.read_verified` checked them: the
+            session runs exactly what was checked (default: read and check now).
     """
 
-    def __init__(self, name: str, path: Path, entry: dict, threads: int = 1):
+    def __init__(self, name: str, path: Path, entry: dict, threads: int = 1,
+                 content: bytes | None = None):
         self.name = name
         self.path = path
         self.inputs = [TensorSpec.from_manifest(s) for s in entry["inputs"]]
@@ -348,8 +351,13 @@ class Model:
             options.intra_op_num_threads = threads
         if threads != 1:  # idle pool threads must not spin on the cores the event loop needs
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if content is None:
+            content = edge_io.read_verified(path.parent, entry)
+        if edge_io.onnx_uses_external_data(content):
+            raise edge_io.EdgeError(f"{entry['path']} keeps tensors in external data files, "
+                                    "which the manifest's checksum does not cover; refused.")
         try:
-            self.session = ort.InferenceSession(str(path), options,
+            self.session = ort.InferenceSession(content, options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -560,7 +568,8 @@ class Service:
                 entry = edge_io.find_file(self.manifest, graph, "onnx", "fp32")
             except edge_io.EdgeError:
                 continue
-            model = Model(graph, self.export_dir / entry["path"], entry, self.limits.threads)
+            model = Model(graph, self.export_dir / entry["path"], entry, self.limits.threads,
+                          content=edge_io.read_verified(self.export_dir, entry))
             model.warm_up()
             self.models[graph] = model
         if not self.models:

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -646,9 +647,8 @@ def test_page_and_onnxruntime_web_lookup(device, tiny, tmp_path, start_server):
     (web / "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm").write_bytes(b"\0asm")
     (tmp_path / "secret.txt").write_text("not served")
     bundle = tmp_path / "bundle"
+    shutil.copytree(export_dir, bundle)
     (bundle / "web/ort").mkdir(parents=True)
-    for item in export_dir.iterdir():
-        (bundle / item.name).write_bytes(item.read_bytes())
     (bundle / "web/ort/ort.min.js").write_text("// bundled copy")
     server = start_server(bundle, "--web-dir", web)
     status, headers, raw = server.call("GET", "/")
@@ -672,16 +672,14 @@ def test_page_and_onnxruntime_web_lookup(device, tiny, tmp_path, start_server):
 def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, tmp_path):
     _, export_dir = tiny
     broken = tmp_path / "broken"
-    broken.mkdir()
-    for item in export_dir.iterdir():
-        (broken / item.name).write_bytes(item.read_bytes())
+    shutil.copytree(export_dir, broken)
     data = bytearray((broken / "encoder.onnx").read_bytes())
     data[-1] ^= 1
     (broken / "encoder.onnx").write_bytes(bytes(data))
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
-    cases = [([str(broken)], "does not match the SHA-256"),
+    cases = [([str(broken)], "does not match its SHA-256"),
              ([str(export_dir), "--port", str(taken.getsockname()[1])],
               "cannot listen on 127.0.0.1"),
              ([str(tmp_path / "nowhere")], "No export directory"),
