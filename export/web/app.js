@@ -8,7 +8,7 @@
 // Test hook: window.kerasVae = {ready, manifest, decode(zFlat, n, labels?), priorZ(n, seed),
 // interpolate(seedA, seedB, steps), setSliders(zFlat), pending, last: {grid, slider, strip, score}}.
 
-import { priorZ, interpolate, toSeed } from "./npy_random.js";
+import { mixturePriorZ, priorZ, slerp, toSeed } from "./npy_random.js";
 
 const url = (path) => new URL(path, import.meta.url).href;
 const ORT_MODULE = url("../ort/ort.wasm.min.mjs");
@@ -105,7 +105,23 @@ async function loadManifest() {
     zName: zSpec.name,
     labelName: labelSpec ? labelSpec.name : null,
     outName: entry.outputs[0].name,
+    prior: manifest.prior || { type: "standard_normal" },
   };
+}
+
+// z for a seed from the manifest's prior table, the same draws as edge_io.sample_prior and
+// the model's sample(): N(0, I), or a Gaussian mixture (mixture, VampPrior, fitted GMM).
+function drawZ(n, seed) {
+  const prior = model.prior;
+  if (prior.type === "standard_normal") return priorZ(n, model.latentDim, seed);
+  if (prior.type === "mixture") {
+    return mixturePriorZ(n, seed, prior.weights, prior.means.flat(), prior.log_vars.flat()).z;
+  }
+  throw new PageError(`The page cannot draw from a '${prior.type}' prior.`);
+}
+
+function interpolateSeeds(seedA, seedB, steps) {
+  return slerp(drawZ(1, seedA), drawZ(1, seedB), steps);
 }
 
 async function loadOrt() {
@@ -205,7 +221,7 @@ function drawTiles(canvas, images, n, ncols, cssWidth) {
 async function sampleGrid() {
   const seed = seedOf("seed");
   const n = Number($("count").value);
-  const z = priorZ(n, model.latentDim, seed);
+  const z = drawZ(n, seed);
   const labels = classIds("grid-class", n);
   const images = await decode(z, n, labels);
   drawTiles($("grid"), images, n, Math.ceil(Math.sqrt(n)), GRID_WIDTH);
@@ -282,7 +298,7 @@ async function interpolateStrip() {
   const b = seedOf("seed-b");
   const steps = Number($("steps").value);
   if (!Number.isInteger(steps) || steps < 2 || steps > 64) throw new PageError("Steps must be an integer in [2, 64].");
-  const z = interpolate(a, b, steps, model.latentDim);
+  const z = interpolateSeeds(a, b, steps);
   const labels = classIds("interp-class", steps);
   const images = await decode(z, steps, labels);
   drawTiles($("strip"), images, steps, steps, Math.min(480, 64 * steps));
@@ -442,6 +458,11 @@ async function start() {
   model = loaded;
   hook.manifest = loaded.manifest;
   for (const el of document.querySelectorAll(".latent-dim")) el.textContent = String(model.latentDim);
+  if (model.prior.type === "mixture") {
+    $("prior-note").textContent = `z from the model's ${model.prior.weights.length}-component ` +
+      "Gaussian-mixture prior, drawn as keras_vae's edge_io.sample_prior draws it (numpy's " +
+      "default_rng: component by choice, then standard_normal), decoded here by onnxruntime-web.";
+  }
   if (model.numClasses) {
     fillClassSelect("grid-class", true);
     fillClassSelect("slider-class", false);
@@ -471,8 +492,8 @@ hook.ready = start().catch((e) => {
   throw e;
 });
 hook.decode = decode;
-hook.priorZ = (n, seed) => priorZ(n, model.latentDim, seed);
-hook.interpolate = (seedA, seedB, steps) => interpolate(seedA, seedB, steps, model.latentDim);
+hook.priorZ = (n, seed) => drawZ(n, seed);
+hook.interpolate = (seedA, seedB, steps) => interpolateSeeds(seedA, seedB, steps);
 hook.setSliders = setSliders;
 hook.padImage = () => Float32Array.from(padImage());
 
@@ -485,7 +506,7 @@ $("next-seed").addEventListener("click", () => {
 $("seed").addEventListener("keydown", (e) => { if (e.key === "Enter") action("samples-error", sampleGrid); });
 $("count").addEventListener("change", () => action("samples-error", sampleGrid));
 $("grid-class").addEventListener("change", () => action("samples-error", sampleGrid));
-$("slider-from-seed").addEventListener("click", () => action("sliders-error", () => setSliders(priorZ(1, model.latentDim, seedOf("slider-seed")))));
+$("slider-from-seed").addEventListener("click", () => action("sliders-error", () => setSliders(drawZ(1, seedOf("slider-seed")))));
 $("slider-zero").addEventListener("click", () => action("sliders-error", () => setSliders(new Float32Array(model.latentDim))));
 $("slider-class").addEventListener("change", () => decodeSliders());
 $("interpolate").addEventListener("click", () => action("interp-error", interpolateStrip));
@@ -504,7 +525,7 @@ $("upload").addEventListener("change", (e) => {
 // The first picture of each card once the model is there.
 hook.ready.then(async () => {
   await sampleGrid().catch((e) => showError("samples-error", e));
-  sliderZ = priorZ(1, model.latentDim, seedOf("slider-seed"));
+  sliderZ = drawZ(1, seedOf("slider-seed"));
   showSliderValues();
   await decodeSliders();
   await interpolateStrip().catch((e) => showError("interp-error", e));

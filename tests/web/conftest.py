@@ -64,6 +64,18 @@ def tiny_export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_mixture_export(tmp_path_factory) -> Path:
+    """The tiny VAE with a 3-component mixture prior away from the origin, exported to ONNX."""
+
+    model = _tiny_vae(prior="mixture", prior_options={"components": 3, "seed": 1})
+    means = np.array([[4.0, -2.0, 0.5], [-3.0, 3.0, 1.0], [0.0, 0.0, -4.0]], np.float32)
+    model.prior.means.assign(means)
+    out = tmp_path_factory.mktemp("web") / "export"
+    export_model(model, out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_rgb_export(tmp_path_factory) -> Path:
     """A non-square RGB model: 6x10x3 images, a 2-dimensional latent space."""
     import keras_vae

@@ -5,6 +5,7 @@ test checks what it shows against the same export run by onnxruntime here.
 """
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -259,6 +260,34 @@ def test_screenshot(page, tmp_path):
     region = picture[int(grid["y"]):int(grid["y"] + grid["height"]),
                      int(grid["x"]):int(grid["x"] + grid["width"])]
     assert region.std() > 10  # the samples are drawn, not a blank canvas
+
+
+def test_mixture_prior_draws_like_the_manifest(browser, serve_page, tiny_mixture_export,
+                                               edge_io):
+    manifest = json.loads((tiny_mixture_export / "manifest.json").read_text())
+    assert manifest["prior"]["type"] == "mixture"
+    with serve_page(tiny_mixture_export) as server:
+        page = open_page(browser, server)
+        try:
+            for seed in (0, 7):
+                js = np.asarray(page.evaluate(
+                    "(s) => Array.from(window.kerasVae.priorZ(200, s))", seed),
+                    np.float32).reshape(200, 3)
+                want = edge_io.sample_prior(manifest["prior"], 200, 3, seed)
+                # numpy's float32 arithmetic against JavaScript's float64 one, rounded once
+                np.testing.assert_allclose(js, want, rtol=2e-7, atol=1e-6)
+                assert np.abs(want - np.asarray(manifest["prior"]["means"])[:, None]).min() < 3
+            page.fill("#seed", "5")
+            page.select_option("#count", "16")
+            page.click("#sample")
+            settle(page)
+            images = np.asarray(page.evaluate(
+                "() => Array.from(window.kerasVae.last.grid.images)"), np.float32)
+            ref = onnx_decode(tiny_mixture_export,
+                              edge_io.sample_prior(manifest["prior"], 16, 3, 5), None)
+            np.testing.assert_allclose(images.reshape(ref.shape), ref, atol=1e-5)
+        finally:
+            page.close()
 
 
 def test_conditional_export_has_a_class_picker(browser, serve_page, tiny_conditional_export,
