@@ -110,9 +110,17 @@ def _model_config(args) -> dict:
         return {"codebook_size": args.codebook_size, "code_dim": args.code_dim,
                 "arch_options": args.arch_options, "likelihood": args.likelihood,
                 "commitment_cost": args.commitment_cost, "ema": args.ema}
-    return {"latent_dim": args.latent_dim, "arch": args.arch,
-            "arch_options": args.arch_options, "likelihood": args.likelihood,
-            "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args)}
+    config = {"latent_dim": args.latent_dim, "arch": args.arch,
+              "arch_options": args.arch_options, "likelihood": args.likelihood,
+              "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args)}
+    if args.model == "vaegan":
+        if args.prior != "standard_normal" or args.iwae_k != 1:
+            raise ValueError("--model vaegan draws its fakes from the standard normal prior "
+                             "and trains on the KL: drop --prior and --iwae-k.")
+        config.update(gamma=args.gamma, feature_layer=args.feature_layer,
+                      disc_learning_rate=args.disc_learning_rate,
+                      disc_options=args.disc_options)
+    return config
 
 
 def cmd_train(args):
@@ -317,12 +325,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a VAE and write model, history and pictures")
     add_data_args(p)
     p.add_argument("--model", choices=sorted(training.MODELS), default="vae",
-                   help="the model family (vqvae: discrete codes; --arch and the KL flags "
-                        "are the VAE's)")
+                   help="the model family (vqvae: discrete codes; vaegan: a VAE with a "
+                        "discriminator; --arch and the KL flags are the VAE's)")
     p.add_argument("--codebook-size", type=int, default=64, help="vqvae: number of codes")
     p.add_argument("--code-dim", type=int, default=16, help="vqvae: size of each code")
     p.add_argument("--commitment-cost", type=float, default=0.25, help="vqvae: beta")
     p.add_argument("--ema", action="store_true", help="vqvae: EMA codebook updates")
+    p.add_argument("--gamma", type=float, default=1e-2,
+                   help="vaegan: weight of the feature-wise reconstruction against the GAN "
+                        "term in the decoder's loss")
+    p.add_argument("--feature-layer", type=int, default=-2,
+                   help="vaegan: the discriminator feature output of the reconstruction loss")
+    p.add_argument("--disc-learning-rate", type=float, default=1e-4,
+                   help="vaegan: Adam learning rate of the discriminator")
+    p.add_argument("--disc-options", type=_json_object, default={},
+                   help='vaegan: JSON options of the discriminator, e.g. \'{"filters": [32, 64], '
+                        '"units": 128}\'')
     p.add_argument("--arch", choices=sorted(networks.ARCHITECTURES), default="conv")
     p.add_argument("--latent-dim", type=int, default=16)
     p.add_argument("--arch-options", type=_json_object, default={},
