@@ -80,7 +80,8 @@ def build(system: str, args, image_shape, seed: int):
         model = keras_vae.VAEGAN(**common, gamma=args.gamma,
                                  disc_options={"filters": args.filters,
                                                "units": args.disc_units},
-                                 disc_learning_rate=args.disc_learning_rate)
+                                 disc_learning_rate=args.disc_learning_rate,
+                                 pixel_weight=args.pixel_weight)
     model.compile(keras.optimizers.Adam(args.learning_rate))
     return model
 
@@ -169,8 +170,10 @@ def main(argv=None) -> int:
     p.add_argument("--filters", type=int, nargs="+", default=[32, 64])
     p.add_argument("--dense-units", type=int, default=256)
     p.add_argument("--disc-units", type=int, default=128)
-    p.add_argument("--gamma", type=float, default=1e-2)
+    p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--disc-learning-rate", type=float, default=1e-4)
+    p.add_argument("--pixel-weight", type=float, default=0.0,
+                   help="VAEGAN pixel_weight (0: Larsen et al.'s objective)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/vaegan.json)")

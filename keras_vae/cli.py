@@ -119,7 +119,7 @@ def _model_config(args) -> dict:
                              "and trains on the KL: drop --prior and --iwae-k.")
         config.update(gamma=args.gamma, feature_layer=args.feature_layer,
                       disc_learning_rate=args.disc_learning_rate,
-                      disc_options=args.disc_options)
+                      disc_options=args.disc_options, pixel_weight=args.pixel_weight)
     return config
 
 
@@ -331,13 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code-dim", type=int, default=16, help="vqvae: size of each code")
     p.add_argument("--commitment-cost", type=float, default=0.25, help="vqvae: beta")
     p.add_argument("--ema", action="store_true", help="vqvae: EMA codebook updates")
-    p.add_argument("--gamma", type=float, default=1e-2,
+    p.add_argument("--gamma", type=float, default=1.0,
                    help="vaegan: weight of the feature-wise reconstruction against the GAN "
                         "term in the decoder's loss")
     p.add_argument("--feature-layer", type=int, default=-2,
                    help="vaegan: the discriminator feature output of the reconstruction loss")
     p.add_argument("--disc-learning-rate", type=float, default=1e-4,
                    help="vaegan: Adam learning rate of the discriminator")
+    p.add_argument("--pixel-weight", type=float, default=0.0,
+                   help="vaegan: weight of the pixel-wise NLL added to the encoder's and "
+                        "decoder's losses (0: Larsen et al.'s objective)")
     p.add_argument("--disc-options", type=_json_object, default={},
                    help='vaegan: JSON options of the discriminator, e.g. \'{"filters": [32, 64], '
                         '"units": 128}\'')

@@ -33,14 +33,19 @@ from keras_vae.vae import VAE, _as_model
 
 def build_discriminator(image_shape, filters=(32, 64), units: int = 128,
                         kernel_size: int = 3, negative_slope: float = 0.2,
-                        name: str = "discriminator") -> keras.Model:
+                        layer_norm: bool = True, name: str = "discriminator") -> keras.Model:
     """A small discriminator `image -> [features_0, ..., features_k, logit]`.
 
     For `(height, width, channels)` images: one strided `Conv2D(f)` with a
     leaky ReLU per entry of `filters` (each one's activations is a feature
     output), then `Dense(units)` with a leaky ReLU (the last feature output)
     and a linear `Dense(1)` logit. Other shapes are flattened and go through
-    `Dense(f)` layers instead of convolutions.
+    `Dense(f)` layers instead of convolutions. Every hidden block after the
+    first is layer-normalized (over its last axis) before the activation, so
+    its features are of order one: the unit-variance Gaussian of the
+    feature-wise reconstruction loss then weighs against the KL as Larsen et
+    al.'s batch-normalized discriminator does, without batch statistics that
+    a generator step would update.
 
     Args:
         image_shape: Shape of one image.
@@ -48,6 +53,7 @@ def build_discriminator(image_shape, filters=(32, 64), units: int = 128,
         units: Width of the dense layer before the logit.
         kernel_size: Convolution kernel size.
         negative_slope: Slope of the leaky ReLUs.
+        layer_norm: Layer-normalize every hidden block but the first.
         name: Model name.
 
     Returns:
@@ -69,9 +75,13 @@ def build_discriminator(image_shape, filters=(32, 64), units: int = 128,
             h = layers.Conv2D(f, int(kernel_size), strides=2, padding="same", name=f"conv{i}")(h)
         else:
             h = layers.Dense(f, name=f"hidden{i}")(h)
+        if layer_norm and i > 0:
+            h = layers.LayerNormalization(name=f"norm{i}")(h)
         h = layers.LeakyReLU(negative_slope, name=f"act{i}")(h)
         features.append(h)
     h = layers.Dense(int(units), name="dense")(layers.Flatten(name="flatten")(h))
+    if layer_norm:
+        h = layers.LayerNormalization(name="dense_norm")(h)
     h = layers.LeakyReLU(negative_slope, name="dense_act")(h)
     features.append(h)
     logit = layers.Dense(1, name="logit")(h)
@@ -115,9 +125,10 @@ class VAEGAN(VAE):
 
     Every `VAE` argument applies (architecture, likelihood, beta, KL
     schedule, conditioning: the discriminator itself is unconditional and
-    judges realism only). The `likelihood` is not trained on; it gives the
-    image means the discriminator sees and the pixel NLL that is reported
-    as `reconstruction_loss`, so the model can be compared with a VAE.
+    judges realism only). The `likelihood` gives the image means the
+    discriminator sees and the pixel NLL reported as `reconstruction_loss`,
+    so the model can be compared with a VAE; it is trained on only with
+    `pixel_weight > 0`.
 
     Metrics: `loss` (the encoder's plus the decoder's loss), `reconstruction_loss`
     (pixel NLL, nats), `feature_loss`, `kl_loss`, `d_loss`, `g_loss`.
@@ -126,7 +137,7 @@ class VAEGAN(VAE):
         discriminator: A Keras model `image -> [features..., logit]`, or None
             to build `build_discriminator(image_shape, **disc_options)`.
         disc_options: Keyword arguments of `build_discriminator`
-            (`filters`, `units`, `kernel_size`, `negative_slope`).
+            (`filters`, `units`, `kernel_size`, `negative_slope`, `layer_norm`).
         gamma: Weight of the feature-wise reconstruction against the GAN term
             in the decoder's loss (Larsen et al.'s gamma).
         feature_layer: Index into the discriminator's feature outputs of the
@@ -134,20 +145,25 @@ class VAEGAN(VAE):
             -2: the last convolution of the built discriminator).
         disc_learning_rate: Learning rate of the default `d_optimizer`,
             `Adam(disc_learning_rate, beta_1=0.5)`.
+        pixel_weight: Weight of the pixel-wise reconstruction NLL added to
+            both the encoder's and the decoder's loss; 0 (the default) is
+            Larsen et al.'s objective, > 0 a hybrid that keeps the encoder
+            from ignoring the image while the discriminator's features are
+            still uninformative.
         **kwargs: `VAE` arguments. The prior must be `standard_normal` (prior
             samples are drawn in the graph); `iwae_k` must be 1.
 
     Example:
 
-    >>> gan = keras_vae.VAEGAN(image_shape=(28, 28, 1), latent_dim=16, gamma=1e-2)
+    >>> gan = keras_vae.VAEGAN(image_shape=(28, 28, 1), latent_dim=16, pixel_weight=1.0)
     >>> gan.compile(keras.optimizers.Adam(1e-3))     # d_optimizer: Adam(disc_learning_rate)
     >>> gan.fit(keras_vae.data.load("digits", batch_size=64), epochs=5)
     >>> images = gan.sample(16, seed=0)
     """
 
     def __init__(self, encoder=None, decoder=None, *, discriminator=None,
-                 disc_options: dict | None = None, gamma: float = 1e-2, feature_layer: int = -2,
-                 disc_learning_rate: float = 1e-4, **kwargs):
+                 disc_options: dict | None = None, gamma: float = 1.0, feature_layer: int = -2,
+                 disc_learning_rate: float = 1e-4, pixel_weight: float = 0.0, **kwargs):
         if int(kwargs.get("iwae_k", 1)) != 1:
             raise ValueError(f"VAEGAN trains on the ELBO's KL with a feature-wise "
                              f"reconstruction; iwae_k must be 1, got {kwargs['iwae_k']}.")
@@ -159,6 +175,9 @@ class VAEGAN(VAE):
         if not self.gamma >= 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.disc_learning_rate = float(disc_learning_rate)
+        self.pixel_weight = float(pixel_weight)
+        if not self.pixel_weight >= 0:
+            raise ValueError(f"pixel_weight must be >= 0, got {pixel_weight}")
         if not self.disc_learning_rate > 0:
             raise ValueError(f"disc_learning_rate must be > 0, got {disc_learning_rate}")
         self.disc_options = dict(disc_options or {})
@@ -235,7 +254,8 @@ class VAEGAN(VAE):
             Dict of `(batch,)` tensors: `kl_loss`, `reconstruction_loss` (pixel
             NLL of `x` at the sampled z), `feature_loss`, `d_loss`, `g_loss`,
             `encoder_loss` (`regularizer + feature_loss`), `decoder_loss`
-            (`gamma * feature_loss + g_loss`), `loss` (their sum); plus `z`,
+            (`gamma * feature_loss + g_loss`), each plus `pixel_weight *
+            reconstruction_loss`, `loss` (their sum); plus `z`,
             `z_mean`, `z_log_var`, `kl_per_dim`.
         """
         q = self.posterior(x, labels, training=training)
@@ -258,8 +278,9 @@ class VAEGAN(VAE):
         terms["feature_loss"] = feature_nll(real_features, rec_features)
         terms["d_loss"], terms["g_loss"] = gan_losses(
             logits[:batch], logits[batch:2 * batch], logits[2 * batch:])
-        terms["encoder_loss"] = self.regularizer(terms) + terms["feature_loss"]
-        terms["decoder_loss"] = self.gamma * terms["feature_loss"] + terms["g_loss"]
+        pixel = self.pixel_weight * terms["reconstruction_loss"]
+        terms["encoder_loss"] = self.regularizer(terms) + terms["feature_loss"] + pixel
+        terms["decoder_loss"] = self.gamma * terms["feature_loss"] + terms["g_loss"] + pixel
         terms["loss"] = terms["encoder_loss"] + terms["decoder_loss"]
         return terms
 
@@ -375,6 +396,7 @@ class VAEGAN(VAE):
             "gamma": self.gamma,
             "feature_layer": self.feature_layer,
             "disc_learning_rate": self.disc_learning_rate,
+            "pixel_weight": self.pixel_weight,
         }
 
     @classmethod

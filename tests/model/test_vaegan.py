@@ -86,7 +86,7 @@ def test_encoder_and_decoder_each_follow_their_own_loss():
     """With SGD, the step is -lr * grad(encoder_loss) on the encoder, -lr * grad(decoder_loss)
     on the decoder (gamma * feature - GAN), and -lr * grad(d_loss) on the discriminator."""
     lr = 0.1
-    model = _model(gamma=0.3, beta=0.7)
+    model = _model(gamma=0.3, beta=0.7, pixel_weight=0.5)
     model.compile(keras.optimizers.SGD(lr), d_optimizer=keras.optimizers.SGD(lr))
     x = _images(16)
     for step, loss_of in ((model.generator_step, {"encoder": "encoder_loss",
@@ -109,8 +109,8 @@ def test_encoder_and_decoder_each_follow_their_own_loss():
 
 
 def test_losses_match_a_numpy_reference():
-    gamma, beta = 0.25, 0.5
-    model = _model(gamma=gamma, beta=beta, feature_layer=0)
+    gamma, beta, pixel = 0.25, 0.5, 0.3
+    model = _model(gamma=gamma, beta=beta, feature_layer=0, pixel_weight=pixel)
     rng = np.random.default_rng(3)
     x = _images(5, seed=1)
     eps = rng.standard_normal((5, 3)).astype(np.float32)
@@ -136,9 +136,10 @@ def test_losses_match_a_numpy_reference():
     d_loss = _softplus(-l_real) + _softplus(l_rec) + _softplus(l_prior)
     g_loss = _softplus(-l_rec) + _softplus(-l_prior)
     want = {"reconstruction_loss": pixel_nll, "kl_loss": kl, "feature_loss": feature,
-            "d_loss": d_loss, "g_loss": g_loss, "encoder_loss": beta * kl + feature,
-            "decoder_loss": gamma * feature + g_loss,
-            "loss": beta * kl + (1 + gamma) * feature + g_loss, "z": z}
+            "d_loss": d_loss, "g_loss": g_loss,
+            "encoder_loss": beta * kl + feature + pixel * pixel_nll,
+            "decoder_loss": gamma * feature + g_loss + pixel * pixel_nll,
+            "loss": beta * kl + (1 + gamma) * feature + g_loss + 2 * pixel * pixel_nll, "z": z}
     for name, value in want.items():
         np.testing.assert_allclose(terms[name], value, rtol=2e-5, atol=2e-5, err_msg=name)
     assert terms["feature_loss"].min() > 0 and terms["g_loss"].shape == (5,)
@@ -155,6 +156,8 @@ def test_bad_settings_fail_with_a_clear_error():
         _model(disc_options={"filterz": [4]})
     with pytest.raises(ValueError, match="gamma"):
         _model(gamma=-1)
+    with pytest.raises(ValueError, match="pixel_weight"):
+        _model(pixel_weight=-1)
     assert training.MODELS.get("vaegan") is VAEGAN
 
 
@@ -242,12 +245,13 @@ def test_cli_trains_a_vaegan_and_the_onnx_sampler_gives_its_samples(tmp_path):
     assert cli.main(["train", "--model", "vaegan", "--dataset", "digits", "--epochs", "1",
                      "--latent-dim", "4", "--arch-options",
                      '{"filters": [4, 8], "dense_units": 16}', "--disc-options",
-                     '{"filters": [4, 8], "units": 16}', "--gamma", "0.1", "--out", str(run),
+                     '{"filters": [4, 8], "units": 16}', "--gamma", "0.1", "--pixel-weight", "0.5",
+                     "--out", str(run),
                      "--verbose", "0"]) == 0
     history = json.loads((run / "history.json").read_text())["history"]
     assert {"d_loss", "g_loss", "feature_loss", "val_reconstruction_loss"} <= set(history)
     model = saving.load_model(run / "model.keras")
-    assert isinstance(model, VAEGAN) and model.gamma == 0.1
+    assert isinstance(model, VAEGAN) and (model.gamma, model.pixel_weight) == (0.1, 0.5)
     out = tmp_path / "export"
     manifest = keras_vae.export.export(model, out, formats="onnx",
                                        graphs=tuple(model.export_graphs()))
