@@ -1,6 +1,7 @@
 """VAE-GAN: which step moves which weights, the losses against numpy, saving, fit, export."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -263,3 +264,70 @@ def test_cli_trains_a_vaegan_and_the_onnx_sampler_gives_its_samples(tmp_path):
     np.testing.assert_allclose(np.load(target), model.sample(5, seed=7), atol=1e-5)
     assert cli.main(["train", "--model", "vaegan", "--prior", "mixture", "--dataset", "digits",
                      "--out", str(tmp_path / "bad")]) == 2
+
+
+MIRRORED_SCRIPT = textwrap.dedent('''
+    import json
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    from keras import ops
+    import keras_vae
+    from keras_vae import training
+
+    class DataNoise(keras.layers.Layer):
+        """Noise as a fixed function of each example: the same on whatever replica."""
+        def __init__(self, shift, **kwargs):
+            super().__init__(**kwargs)
+            self.shift = shift
+        def call(self, z_mean):
+            return ops.stop_gradient(ops.sin(7.0 * z_mean + self.shift))
+
+    x = (np.random.default_rng(0).random((18, 8, 8, 1)) > 0.5).astype("float32")
+
+    def run(strategy):
+        def make_model():
+            m = keras_vae.VAEGAN(image_shape=(8, 8, 1), latent_dim=3, arch="mlp",
+                                 arch_options={"hidden_units": [16]}, seed=0,
+                                 disc_options={"filters": [4, 8], "units": 16})
+            m.sampling, m.prior_sampling = DataNoise(0.3), DataNoise(1.1)
+            m.compile(keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
+            return m
+        ds = tf.data.Dataset.from_tensor_slices(x).batch(18)
+        model, history, _ = training.train(make_model, ds, epochs=1, strategy=strategy,
+                                           seed=0, verbose=0)
+        return model, history.history
+
+    m1, h1 = run(tf.distribute.MirroredStrategy(["/cpu:0"]))
+    m2, h2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    keras.utils.set_random_seed(0)  # what train(seed=0) does before make_model
+    m0 = keras_vae.VAEGAN(image_shape=(8, 8, 1), latent_dim=3, arch="mlp",
+                          arch_options={"hidden_units": [16]}, seed=0,
+                          disc_options={"filters": [4, 8], "units": 16})
+    def error(a, b):
+        return max(float(np.abs(np.asarray(u) - np.asarray(v)).max()) for u, v in zip(a, b))
+    print("RESULT" + json.dumps({
+        "replicas": m2.distribute_strategy.num_replicas_in_sync,
+        "weight_error": error(m1.trainable_variables, m2.trainable_variables),
+        "moved": error(m1.trainable_variables, m0.trainable_variables),
+        "losses_1": {k: float(v[0]) for k, v in h1.items()},
+        "losses_2": {k: float(v[0]) for k, v in h2.items()}}))
+''')
+
+
+@pytest.mark.slow
+def test_two_replicas_take_the_step_of_one(tmp_path):
+    path = tmp_path / "script.py"
+    path.write_text(MIRRORED_SCRIPT)
+    proc = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
+    out = json.loads(line[len("RESULT"):])
+    assert out["replicas"] == 2
+    assert out["moved"] > 1e-3, "the step must change the weights"
+    assert out["weight_error"] < 1e-5, out
+    for name, value in out["losses_1"].items():
+        assert out["losses_2"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
