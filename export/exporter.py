@@ -90,7 +90,7 @@ def _quantizations(quantize, formats) -> list[str]:
 
 
 def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=(), *,
-           graphs=("decoder", "encoder", "scorer"), quantize_graphs=("decoder",),
+           graphs=None, quantize_graphs=("decoder",),
            representative_z=None, representative_images=None, class_names=None,
            seed: int = 0, overwrite: bool = False) -> dict:
     """Exports a VAE's graphs in several formats, each proven against Keras, with a manifest.
@@ -107,8 +107,9 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
         out_dir: Directory to create.
         formats: Names from `FORMATS` (a list or a comma-separated string).
         quantize: Names from `QUANTIZATIONS`, or `int8` for both int8 modes.
-        graphs: Which of the model's graphs to export (`model.export_graphs()`;
-            a VAE has `decoder`, `encoder`, `scorer`).
+        graphs: Which of the model's graphs to export; None for every graph
+            the model offers (`model.export_graphs()`: a VAE has `decoder`,
+            `encoder`, `scorer`; a VQ-VAE `decoder`, `encoder`, `prior`).
         quantize_graphs: The graphs that also get quantized files.
         representative_z: Codes calibrating int8_full decoders (default: prior draws).
         representative_images: Images calibrating int8_full encoders/scorers.
@@ -136,7 +137,7 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
         raise ValueError(f"No export format given; valid names: {sorted(FORMATS)}")
     for fmt in formats:
         get(fmt)
-    graph_names = _names(graphs)
+    graph_names = list(graphs_lib.signatures(model)) if graphs is None else _names(graphs)
     for name in [*graph_names, *_names(quantize_graphs)]:
         graphs_lib.get(model, name)
     modes = _quantizations(quantize, formats)

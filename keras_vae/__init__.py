@@ -9,7 +9,7 @@ the docs use. The layers, bottom up (imports only point down):
 - `files`, `data` (sources, checks, pipeline, batches), `blocks`,
   `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
 - `networks`, `sequences`, `saving`, then the models: `vae`, its variant
-  `tcvae` (beta-TCVAE), and `vqvae` (with its learned prior over code grids,
+  `tcvae` (beta-TCVAE), `vaegan` (VAE-GAN), and `vqvae` (with its learned prior over code grids,
   `code_prior`);
 - uses of a model: `evaluation`, `quality` (sample quality), `disentanglement`,
   `anomaly`, `latent`, `corruption`,
@@ -47,6 +47,7 @@ from keras_vae import (
     signatures,
     tcvae,
     training,
+    vaegan,
     vqvae,
 )
 from keras_vae.likelihoods import Bernoulli, Gaussian, GaussianPixel
@@ -54,14 +55,15 @@ from keras_vae.posterior import DiagonalGaussian, Sampling
 from keras_vae.priors import FittedMixture, MixturePrior, StandardNormal, VampPrior, prior_z
 from keras_vae.tcvae import TCVAE
 from keras_vae.vae import VAE
+from keras_vae.vaegan import VAEGAN
 from keras_vae.vqvae import VQVAE, VectorQuantizer
 
 __all__ = [
-    "VAE", "TCVAE", "VQVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
+    "VAE", "TCVAE", "VAEGAN", "VQVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
     "GaussianPixel", "MixturePrior", "Sampling", "StandardNormal", "VampPrior",
     "VectorQuantizer", "__version__", "prior_z",
     "anomaly", "augmentation", "blocks", "callbacks", "code_prior", "corruption", "data",
     "disentanglement", "distribute", "evaluation", "export", "files", "latent", "likelihoods",
     "networks", "objectives", "pictures", "posterior", "priors", "quality", "registry",
-    "saving", "sequences", "signatures", "tcvae", "training", "vqvae",
+    "saving", "sequences", "signatures", "tcvae", "training", "vaegan", "vqvae",
 ]

@@ -135,9 +135,17 @@ def _model_config(args) -> dict:
         return {"codebook_size": args.codebook_size, "code_dim": args.code_dim,
                 "arch_options": args.arch_options, "likelihood": args.likelihood,
                 "commitment_cost": args.commitment_cost, "ema": args.ema}
-    return {"latent_dim": args.latent_dim, "arch": args.arch,
-            "arch_options": args.arch_options, "likelihood": args.likelihood,
-            "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args)}
+    config = {"latent_dim": args.latent_dim, "arch": args.arch,
+              "arch_options": args.arch_options, "likelihood": args.likelihood,
+              "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args)}
+    if args.model == "vaegan":
+        if args.prior != "standard_normal" or args.iwae_k != 1:
+            raise ValueError("--model vaegan draws its fakes from the standard normal prior "
+                             "and trains on the KL: drop --prior and --iwae-k.")
+        config.update(gamma=args.gamma, feature_layer=args.feature_layer,
+                      disc_learning_rate=args.disc_learning_rate,
+                      disc_options=args.disc_options, pixel_weight=args.pixel_weight)
+    return config
 
 
 def cmd_train(args):
@@ -393,12 +401,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a VAE and write model, history and pictures")
     add_data_args(p)
     p.add_argument("--model", choices=sorted(training.MODELS), default="vae",
-                   help="the model family (vqvae: discrete codes; --arch and the KL flags "
-                        "are the VAE's)")
-    p.add_argument("--codebook-size", type=bounded_int(2, 1 << 16, "a codebook size"), default=64, help="vqvae: number of codes")
-    p.add_argument("--code-dim", type=bounded_int(1, MAX_LATENT_DIM, "a code size"), default=16, help="vqvae: size of each code")
-    p.add_argument("--commitment-cost", type=non_negative_float, default=0.25, help="vqvae: beta")
+                   help="the model family (vqvae: discrete codes; vaegan: a VAE with a "
+                        "discriminator; --arch and the KL flags are the VAE's)")
+    p.add_argument("--codebook-size", type=bounded_int(2, 1 << 16, "a codebook size"),
+                   default=64, help="vqvae: number of codes")
+    p.add_argument("--code-dim", type=bounded_int(1, MAX_LATENT_DIM, "a code size"), default=16,
+                   help="vqvae: size of each code")
+    p.add_argument("--commitment-cost", type=non_negative_float, default=0.25,
+                   help="vqvae: beta")
     p.add_argument("--ema", action="store_true", help="vqvae: EMA codebook updates")
+    p.add_argument("--gamma", type=non_negative_float, default=1.0,
+                   help="vaegan: weight of the feature-wise reconstruction against the GAN "
+                        "term in the decoder's loss")
+    p.add_argument("--feature-layer", type=bounded_int(-64, 63, "a layer index"), default=-2,
+                   help="vaegan: the discriminator feature output of the reconstruction loss")
+    p.add_argument("--disc-learning-rate", type=positive_float, default=1e-4,
+                   help="vaegan: Adam learning rate of the discriminator")
+    p.add_argument("--pixel-weight", type=non_negative_float, default=1.0,
+                   help="vaegan: weight of the pixel-wise NLL added to the encoder's and "
+                        "decoder's losses (0: Larsen et al.'s pure objective, whose encoder "
+                        "stopped using its code on MNIST here)")
+    p.add_argument("--disc-options", type=_json_object, default={},
+                   help='vaegan: JSON options of the discriminator, e.g. \'{"filters": [32, 64], '
+                        '"units": 128}\'')
     p.add_argument("--arch", choices=sorted(networks.ARCHITECTURES), default="conv")
     p.add_argument("--latent-dim", type=bounded_int(1, MAX_LATENT_DIM, "a latent size"),
                    default=16)

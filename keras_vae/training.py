@@ -48,11 +48,12 @@ from keras_vae import data as data_lib
 from keras_vae import distribute, files, pictures, saving
 from keras_vae.registry import Registry
 from keras_vae.vae import VAE
+from keras_vae.vaegan import VAEGAN
 from keras_vae.vqvae import VQVAE
 
 BACKUP_FORMAT = 1
 # The model families `run` (and `keras-vae train --model`) builds.
-MODELS = Registry("model", {"vae": VAE, "vqvae": VQVAE})
+MODELS = Registry("model", {"vae": VAE, "vaegan": VAEGAN, "vqvae": VQVAE})
 
 
 class TrainingDiverged(RuntimeError):
