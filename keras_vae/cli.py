@@ -585,7 +585,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         serve(argv[1:])
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (exit 2, one line), --help and --version (0)
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.func(args)
     except (ValueError, OSError, RuntimeError) as e:

@@ -236,5 +236,5 @@ def test_cli_train_objective_flags(tmp_path, capsys):
     rc = cli.main(["train", "--dataset", "digits", "--split", "train[:128]", "--arch", "mlp",
                    "--latent-dim", "3", "--epochs", "1", "--verbose", "0", "--iwae-k", "0",
                    "--out", str(tmp_path / "bad")])
-    assert rc == 2 and "K must be an integer >= 1" in capsys.readouterr().err
+    assert rc == 2 and "argument --iwae-k: must be in [1, " in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
