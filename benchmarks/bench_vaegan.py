@@ -172,8 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--disc-units", type=int, default=128)
     p.add_argument("--gamma", type=float, default=1.0)
     p.add_argument("--disc-learning-rate", type=float, default=1e-4)
-    p.add_argument("--pixel-weight", type=float, default=0.0,
-                   help="VAEGAN pixel_weight (0: Larsen et al.'s objective)")
+    p.add_argument("--pixel-weight", type=float, default=1.0,
+                   help="VAEGAN pixel_weight (the default 1, as the model's; 0: Larsen et al.'s objective)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/vaegan.json)")
