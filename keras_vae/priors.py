@@ -237,10 +237,17 @@ class VampPrior(Prior):
 
     `p(z) = 1/K sum_k q(z | u_k)`, where the pseudo-inputs `u_k` are
     image-shaped weights trained with the model and `q` is the model's own
-    encoder (so the prior moves with it). The pseudo-inputs are kept in the
-    data's range by a sigmoid of free parameters when the likelihood has a
-    `value_range` (Bernoulli: [0, 1]). The KL is the Monte Carlo estimate
-    `log q(z | x) - log p(z)`.
+    encoder (so the prior moves with it). When the likelihood has a
+    `value_range` (Bernoulli: [0, 1]) the pseudo-inputs are kept in it by a
+    hardtanh, `clip(params, low, high)`, as in Tomczak & Welling's
+    implementation: inside the range a pseudo-input pixel *is* its parameter
+    (gradient 1), so pseudo-inputs started at (binarized) data keep learning.
+    (A sigmoid of logits, the `squash="sigmoid"` of models saved before,
+    starts data at logits of about +-7, where its gradient is about 1e-3: the
+    pseudo-inputs stay frozen copies of training digits and the encoder
+    learns wide posteriors at exactly those inputs, which it extrapolates to
+    enormous variances on some held-out digits.) The KL is the Monte Carlo
+    estimate `log q(z | x) - log p(z)`.
 
     The prior needs the model's encoder: the VAE hands it over in
     `attach(model)` (at construction and on loading), so only the number of
@@ -248,10 +255,16 @@ class VampPrior(Prior):
     of the encoder's posteriors at the pseudo-inputs, computed when exported.
 
     Args:
-        components: K, the number of pseudo-inputs.
-        init_scale: Standard deviation of the free parameters' random
-            initialization (`set_pseudo_inputs` starts them from data instead).
+        components: K, the number of pseudo-inputs (Tomczak & Welling use 500).
+        init_scale: Spread of the random initialization (`set_pseudo_inputs`
+            starts them from data instead): with a `value_range`, pixels start
+            at `low + (high - low) * (0.05 +- 0.01 * init_scale)` (a normal
+            truncated at two standard deviations, the paper's N(0.05, 0.01));
+            without one, N(0, init_scale).
         seed: Seed of that initializer.
+        squash: How free parameters map into the `value_range`: `"hardtanh"`
+            (a clip, the default) or `"sigmoid"` (the parameterization of
+            models saved before `squash` existed, which load with it).
 
     Example:
 
@@ -260,12 +273,18 @@ class VampPrior(Prior):
     >>> vae.prior.set_pseudo_inputs(train_images[:100])   # optional: start from data
     """
 
+    SQUASHES = ("hardtanh", "sigmoid")
+
     def __init__(self, components: int = 10, init_scale: float = 1.0,
-                 seed: int | None = None, **kwargs):
+                 seed: int | None = None, squash: str = "hardtanh", **kwargs):
         super().__init__(**kwargs)
         self.components = _check_components(components)
         self.init_scale = float(init_scale)
         self.seed = seed
+        if squash not in self.SQUASHES:
+            raise ValueError(f"VampPrior squash must be one of {list(self.SQUASHES)}, got "
+                             f"{squash!r}")
+        self.squash = squash
         self.latent_dim = None
         self.value_range = None
         self._posterior = None  # the model's `posterior(x)`, set by `attach`
@@ -283,7 +302,7 @@ class VampPrior(Prior):
         self.value_range = None if value_range is None else tuple(float(v) for v in value_range)
         self.pseudo_params = self.add_weight(
             name="pseudo_params", shape=(self.components, *model.image_shape),
-            initializer=keras.initializers.RandomNormal(stddev=self.init_scale, seed=self.seed))
+            initializer=self._initializer())
         self._posterior = model.posterior
         self.built = True
 
@@ -294,7 +313,19 @@ class VampPrior(Prior):
         if self.value_range is None:
             return params
         low, high = self.value_range
-        return low + (high - low) * ops.sigmoid(params)
+        if self.squash == "sigmoid":
+            return low + (high - low) * ops.sigmoid(params)
+        return ops.clip(params, low, high)  # hardtanh: gradient 1 inside the range
+
+    def _initializer(self):
+        if self.value_range is None:
+            return keras.initializers.RandomNormal(stddev=self.init_scale, seed=self.seed)
+        low, high = self.value_range
+        if self.squash == "sigmoid":  # logits, as saved models have them
+            return keras.initializers.RandomNormal(stddev=self.init_scale, seed=self.seed)
+        return keras.initializers.TruncatedNormal(
+            mean=low + 0.05 * (high - low), stddev=0.01 * self.init_scale * (high - low),
+            seed=self.seed)
 
     def set_pseudo_inputs(self, images) -> None:
         """Starts the pseudo-inputs at `images` `(K, *image_shape)` (inside the data's range)."""
@@ -305,9 +336,12 @@ class VampPrior(Prior):
                              f", got {images.shape}")
         if self.value_range is not None:
             low, high = self.value_range
-            # Clipped away from the edges, where the inverse sigmoid is infinite.
-            p = np.clip((images - low) / (high - low), 1e-3, 1 - 1e-3)
-            images = np.log(p) - np.log1p(-p)
+            if self.squash == "sigmoid":
+                # Clipped away from the edges, where the inverse sigmoid is infinite.
+                p = np.clip((images - low) / (high - low), 1e-3, 1 - 1e-3)
+                images = np.log(p) - np.log1p(-p)
+            else:
+                images = np.clip(images, low, high)
         self.pseudo_params.assign(images)
 
     def mixture(self):
@@ -332,7 +366,12 @@ class VampPrior(Prior):
 
     def get_config(self):
         return {**super().get_config(), "components": self.components,
-                "init_scale": self.init_scale, "seed": self.seed}
+                "init_scale": self.init_scale, "seed": self.seed, "squash": self.squash}
+
+    @classmethod
+    def from_config(cls, config):
+        # Models saved before `squash` existed hold sigmoid logits.
+        return cls(**{"squash": "sigmoid", **config})
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")

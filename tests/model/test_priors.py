@@ -179,3 +179,52 @@ def test_sampling_prior_changes_samples_and_manifest_not_the_objective(make_vae,
     vae.sampling_prior = None
     np.testing.assert_allclose(vae.sample(3, seed=1),
                                vae.decode(keras_vae.prior_z(3, 3, seed=1)).numpy(), atol=1e-6)
+
+
+def test_vamp_pseudo_inputs_started_at_binary_data_keep_learning(make_vae):
+    """Regression: pseudo-inputs set from binarized digits were frozen.
+
+    Through a sigmoid, a 0/1 pixel sits at a logit of about +-7 where the
+    gradient is ~1e-3: the pseudo-inputs never left the training digits they
+    started at, the encoder learned wide posteriors at exactly those inputs,
+    and extrapolated them to log-variances of ~15 on some held-out MNIST digits
+    (held-out negative ELBO 191 to 2063 nats). Through the hardtanh a pixel in
+    the range is its parameter: the Jacobian is the identity.
+    """
+    vae = make_vae("mlp", latent_dim=3, prior="vamp", prior_options={"components": 4})
+    prior = vae.prior
+    rng = np.random.default_rng(0)
+    binary = (rng.random((4, 8, 8, 1)) < 0.3).astype(np.float32)
+    prior.set_pseudo_inputs(binary)
+    np.testing.assert_allclose(prior.pseudo_inputs().numpy(), binary, atol=1.5e-3)
+    w = rng.normal(size=binary.shape).astype(np.float32)
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y = keras.ops.sum(prior.pseudo_inputs() * w)
+    np.testing.assert_allclose(tape.gradient(y, prior.pseudo_params).numpy(), w, rtol=1e-6)
+    # Trained on binary images, the pseudo-inputs move by the optimizer's steps
+    # (Adam, lr 1e-3: ~1e-3 per step), not by 1e-3 of them.
+    x = (rng.random((64, 8, 8, 1)) < 0.3).astype(np.float32)
+    vae.fit(x, epochs=2, batch_size=16, verbose=0)
+    moved = np.abs(prior.pseudo_inputs().numpy() - binary)
+    assert moved.max() > 4e-3 and np.mean(moved > 1e-4) > 0.2
+    u = prior.pseudo_inputs().numpy()
+    assert u.min() >= 0.0 and u.max() <= 1.0  # kept in the data's range
+
+
+def test_vamp_squash_is_saved_and_old_configs_load_as_sigmoid(make_vae, tmp_path):
+    vae = make_vae("mlp", latent_dim=3, prior="vamp", prior_options={"components": 3})
+    assert vae.prior.squash == "hardtanh" and vae.prior.get_config()["squash"] == "hardtanh"
+    loaded = keras.saving.load_model(keras_vae.saving.save_model(vae, tmp_path / "m.keras"))
+    assert loaded.prior.squash == "hardtanh"
+    np.testing.assert_array_equal(loaded.prior.pseudo_inputs().numpy(),
+                                  vae.prior.pseudo_inputs().numpy())
+    config = {k: v for k, v in vae.prior.get_config().items() if k != "squash"}
+    assert priors.VampPrior.from_config(config).squash == "sigmoid"
+    old = make_vae("mlp", latent_dim=3, prior="vamp",
+                   prior_options={"components": 3, "squash": "sigmoid"})
+    old.prior.pseudo_params.assign(np.zeros((3, 8, 8, 1), np.float32))
+    np.testing.assert_allclose(old.prior.pseudo_inputs().numpy(), 0.5)  # sigmoid(0)
+    with pytest.raises(ValueError, match="squash must be one of"):
+        priors.VampPrior(squash="tanh")
