@@ -219,7 +219,9 @@ def cmd_evaluate(args):
         return
     result = evaluation.evaluate(model, ds, iwae_k=args.iwae_k, seed=args.seed)
     if args.sample_metrics:
-        result["sample_metrics"] = _sample_metrics(model, args)
+        metrics = _sample_metrics(model, args)
+        result.update({key: metrics[key] for key in ("fid", "precision", "recall")})
+        result["sample_metrics"] = metrics  # and what the features are: not Inception
     if args.disentanglement:
         result["disentanglement"] = _disentanglement(model, args)
     print(json.dumps(result))

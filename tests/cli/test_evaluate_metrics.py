@@ -29,6 +29,8 @@ def test_sample_metrics_and_disentanglement_in_the_json(tmp_path, capsys):
     assert metrics["fid"] > 0 and 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
     assert metrics["n_generated"] == 300 and "not Inception" in json.dumps(metrics["features"])
     assert list((tmp_path / "cache").glob("*.keras"))  # trained once, cached
+    assert (out["fid"], out["precision"], out["recall"]) == (
+        metrics["fid"], metrics["precision"], metrics["recall"])
 
     shapes = keras_vae.VAE(image_shape=(64, 64, 1), latent_dim=5, arch="mlp",
                            arch_options={"hidden_units": [32]}, seed=0)
