@@ -162,15 +162,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    out = []
-    for system in SYSTEMS:
-        mine = [r for r in rows if r["system"] == system]
-        summary = {"system": system, "n_seeds": len(mine)}
-        for key in SUMMARY_KEYS:
-            values = [r[key] for r in mine if r[key] is not None]
-            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
-            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        out.append(summary)
+    out = machine.summarize(rows, SYSTEMS, SUMMARY_KEYS)
     base = {r["seed"]: r["mig"] for r in rows if r["system"] == "vae"}
     for summary in out:  # MIG gain over the plain VAE, paired by seed
         gains = [r["mig"] - base[r["seed"]] for r in rows if r["system"] == summary["system"]]

@@ -191,16 +191,9 @@ def run_seed(seed: int, args, data) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    out = []
-    for system in [s for s in SYSTEMS if any(r["system"] == s for r in rows)]:
-        mine = [r for r in rows if r["system"] == system]
-        summary = {"system": system, "n_seeds": len(mine)}
-        for key in ("nll", "neg_elbo", "held_out_code_log_density", "frechet", "precision",
-                    "recall"):
-            values = [r[key] for r in mine if r[key] is not None]
-            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
-            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        out.append(summary)
+    out = machine.summarize(rows, [s for s in SYSTEMS if any(r["system"] == s for r in rows)],
+                            ("nll", "neg_elbo", "held_out_code_log_density", "frechet",
+                             "precision", "recall"))
     base = {r["seed"]: r["nll"] for r in rows if r["system"] == "normal"}
     for summary in out:  # NLL gain over the standard normal, paired by seed
         gains = [base[r["seed"]] - r["nll"] for r in rows

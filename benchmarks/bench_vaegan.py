@@ -147,16 +147,8 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    out = []
-    for system in SYSTEMS:
-        mine = [r for r in rows if r["system"] == system]
-        summary = {"system": system, "n_seeds": len(mine)}
-        for key in ("frechet", "precision", "recall", "neg_elbo", "images_per_s"):
-            values = [r[key] for r in mine if r[key] is not None]
-            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
-            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
-        out.append(summary)
-    return out
+    return machine.summarize(rows, SYSTEMS, ("frechet", "precision", "recall", "neg_elbo",
+                                             "images_per_s"))
 
 
 def main(argv=None) -> int:

@@ -217,3 +217,24 @@ def mnist_source(prefer: str | None = None) -> str:
     print(f"note: shared MNIST digits not found at {MNIST_8K}; using sklearn 'digits' (8x8)",
           file=sys.stderr)
     return "digits"
+
+
+def summarize(rows: list[dict], systems, keys, *, group: str = "system") -> list[dict]:
+    """Per-system mean and standard deviation of `keys` over the rows (seeds) of a benchmark.
+
+    Returns:
+        One dict per system: `system`, `n_seeds`, `<key>_mean`, `<key>_std`
+        (None where a figure is missing or a single seed leaves no spread).
+    """
+    import statistics
+
+    out = []
+    for system in systems:
+        mine = [r for r in rows if r[group] == system]
+        summary = {group: system, "n_seeds": len(mine)}
+        for key in keys:
+            values = [r[key] for r in mine if r.get(key) is not None]
+            summary[f"{key}_mean"] = statistics.fmean(values) if values else None
+            summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        out.append(summary)
+    return out

@@ -10,13 +10,14 @@ from keras import ops
 from keras_vae import data as data_lib
 from keras_vae import distribute, likelihoods, networks, objectives, priors, saving
 from keras_vae import posterior as posterior_lib
+from keras_vae.built import BuiltModel
 from keras_vae.posterior import Sampling
 from keras_vae.signatures import GraphSignature
 from keras_vae.version import __version__
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class VAE(keras.Model):
+class VAE(BuiltModel):
     """Variational autoencoder trained with `fit` on the negative ELBO.
 
     The per-example objective is
@@ -313,30 +314,6 @@ class VAE(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
-
-    def compile(self, optimizer=None, **kwargs):
-        """Compiles with Adam(1e-3) unless an optimizer is given."""
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(1e-3)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips this for models with a custom `compile`; ours only adds
-        # a default, so restore the optimizer and build its slots for loading.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a strategy, Keras 3 averages the first batch across replicas
-        # just to learn its shapes: that fails for (image, label) batches
-        # under MultiWorkerMirroredStrategy and for a first batch split
-        # unevenly. A VAE is built at construction; only the optimizer's
-        # slots are missing.
-        if getattr(self, "_compile_loss", None) or getattr(self, "_compile_metrics", None):
-            return super()._maybe_symbolic_build(iterator, data_batch)
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
         x, labels, target = data_lib.unpack_batch(data, self.num_classes)

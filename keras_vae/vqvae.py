@@ -29,6 +29,7 @@ from keras import layers, ops
 
 from keras_vae import blocks, distribute, likelihoods, saving
 from keras_vae import data as data_lib
+from keras_vae.built import BuiltModel
 from keras_vae.export import edge_io
 from keras_vae.signatures import GraphSignature
 from keras_vae.version import __version__
@@ -237,7 +238,7 @@ def build_networks(image_shape, code_dim: int, params_per_pixel: int = 1,
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class VQVAE(keras.Model):
+class VQVAE(BuiltModel):
     """Vector-quantized autoencoder trained with `fit`; a PixelCNN prior samples it.
 
     Args:
@@ -422,24 +423,6 @@ class VQVAE(keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.reconstruction_tracker, self.vq_tracker,
                 self.perplexity_tracker, self.usage_tracker]
-
-    def compile(self, optimizer=None, **kwargs):
-        """Compiles with Adam(1e-3) unless an optimizer is given."""
-        if optimizer is None:
-            optimizer = keras.optimizers.Adam(1e-3)
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips this for models with a custom `compile`: restore the
-        # optimizer and build its slots so the saved state loads.
-        self.compile(**keras.saving.deserialize_keras_object(config))
-        self.optimizer.build(self.trainable_variables)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Built at construction; only the optimizer's slots may be missing.
-        if self.optimizer is not None and not self.optimizer.built:
-            with self.distribute_strategy.scope():
-                self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data):
         x, _, target = data_lib.unpack_batch(data, 0)
