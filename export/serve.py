@@ -31,7 +31,9 @@ Concurrent requests for one model are coalesced into one onnxruntime call
 a model with `--max-queue` requests waiting answers 503 with Retry-After; a
 request above `--max-examples` examples or `--max-body-bytes` bytes answers
 413. SIGTERM stops accepting connections, finishes the requests in flight,
-then exits with status 0.
+then exits with status 0. `--workers N` runs N such servers (processes) on
+one port, so that the Python work of reading and answering requests spreads
+over N cores.
 """
 
 from __future__ import annotations
@@ -42,14 +44,19 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
+import gc
 import json
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -96,6 +103,8 @@ log = logging.getLogger("keras_vae.serve")
 GRAPHS = ("decoder", "encoder", "scorer")
 MODEL_VERSION = "1"
 HERE = Path(__file__).resolve().parent
+
+MAX_WORKERS = 64  # --workers
 
 # Datatype names of the protocol <-> numpy dtypes of the manifest.
 DATATYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int32": "INT32",
@@ -581,6 +590,7 @@ class Service:
                                        self.limits.parallel_runs)
                          for name, m in self.models.items()}
         self.errors = collections.Counter()  # HTTP status -> count of refused requests
+        self.worker = {"index": 0, "workers": 1, "pid": os.getpid()}  # see `Workers`
 
     def _verify_files(self) -> dict:
         """Checks size and SHA-256 of every file of the manifest; returns the servable ones.
@@ -1192,6 +1202,8 @@ async def stats(request, service):
         "limits": dataclasses.asdict(service.limits),
         "tensorflow_imported": "tensorflow" in sys.modules,
         "json_library": "orjson" if orjson is not None else "json",
+        "worker": service.worker,  # with --workers N: this worker's counters only
+        "gc": {"frozen_objects": gc.get_freeze_count(), "thresholds": gc.get_threshold()},
     })
 
 
@@ -1267,6 +1279,22 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
+def settle_heap(gen0_threshold: int = 20_000) -> None:
+    """Hides the objects loaded at start from the cyclic garbage collector, and runs it less.
+
+    A JSON image is about 800 small lists (one per pixel of a `(28, 28, 1)`
+    image); allocating them set off a collection on every request, and now
+    and then a full one that walked every object of numpy, onnxruntime and
+    Starlette: at 16 clients that made scoring's p99 22 ms for a 9.6 ms median
+    (benchmarks/README.md, section 5). Frozen objects are never scanned;
+    reference counting still frees the request's lists at once, so a larger
+    first threshold only delays the collection of reference cycles.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(gen0_threshold, *gc.get_threshold()[1:])
+
+
 def create_app(service: Service) -> Starlette:
     """The Starlette application of a `Service` (its batchers start with the app).
 
@@ -1301,6 +1329,7 @@ def create_app(service: Service) -> Starlette:
     async def lifespan(app):
         for batcher in service.batchers.values():
             batcher.start()
+        settle_heap()
         try:
             yield
         finally:
@@ -1339,8 +1368,12 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
                    help="largest request body (413 above)")
     p.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
                    help="time a client has to send its body (408 after)")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="onnxruntime intra-op threads per model (0: onnxruntime's default)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port, each with its own onnxruntime "
+                        "sessions and coalescing (default 1; up to one per core)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"onnxruntime intra-op threads per model (0: onnxruntime's default; "
+                        f"default {d.threads} with one worker, 1 with several)")
     p.add_argument("--parallel-runs", type=int, default=d.parallel_runs,
                    help="onnxruntime calls per model that may run at once, each on its own "
                         "thread")
@@ -1350,6 +1383,9 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
                                                    "this file)")
     p.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
+    # Set by `Workers` for the processes it starts: the shared socket, and which one.
+    p.add_argument("--worker-fd", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     return p
 
 
@@ -1360,6 +1396,7 @@ def main(argv=None, prog: str = "serve.py") -> int:
         0 after a clean shutdown (in-flight requests answered); 2 with a
         one-line message for a bad export or bad flags.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=f"{prog}: %(message)s")
     try:
@@ -1368,6 +1405,9 @@ def main(argv=None, prog: str = "serve.py") -> int:
         print(f"{prog}: error: uvicorn is not installed (pip install 'keras-vae[serve]')",
               file=sys.stderr)
         return 2
+    worker = args.worker_fd is not None
+    if args.threads is None:
+        args.threads = Limits.threads if args.workers == 1 else 1
     limits = Limits(max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
                     max_queue=args.max_queue, max_examples=args.max_examples,
                     max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s,
@@ -1375,33 +1415,209 @@ def main(argv=None, prog: str = "serve.py") -> int:
     try:
         if not 0 <= args.port <= 65535:
             raise edge_io.EdgeError(f"--port must be in [0, 65535], got {args.port}")
+        if not 1 <= args.workers <= MAX_WORKERS:
+            raise edge_io.EdgeError(f"--workers must be in [1, {MAX_WORKERS}], got "
+                                    f"{args.workers}")
+        # With --workers N this process only checks the export (each worker opens its own).
         service = Service(args.export_dir, limits, web_dir=args.web_dir)
     except (edge_io.EdgeError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     try:
-        sock = listen(args.host, args.port)
+        sock = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=args.worker_fd)
+                if worker else listen(args.host, args.port))
     except OSError as e:
         print(f"{prog}: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
               file=sys.stderr)
         return 2
+    if not worker:
+        host, port = sock.getsockname()[:2]
+        workers = f", {args.workers} workers" if args.workers > 1 else ""
+        print(f"{prog}: serving {', '.join(service.models)} of {args.export_dir} on "
+              f"http://{host}:{port} (coalescing up to {limits.max_batch} examples, window "
+              f"{limits.batch_window_ms:g} ms{workers})", file=sys.stderr, flush=True)
+    if args.workers > 1 and not worker:
+        del service
+        return Workers(argv, sock, args.workers, prog).run()
+    service.worker = {"index": args.worker_index, "workers": args.workers, "pid": os.getpid()}
     config = uvicorn.Config(create_app(service), log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.drain_timeout_s,
                             timeout_keep_alive=5, server_header=False)
-    server = uvicorn.Server(config)
+    server = worker_server(uvicorn, config, sock) if worker else uvicorn.Server(config)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the
     # handler in place before it started: make that one a clean exit.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
-    host, port = sock.getsockname()[:2]
-    print(f"{prog}: serving {', '.join(service.models)} of {args.export_dir} on "
-          f"http://{host}:{port} (coalescing up to {limits.max_batch} examples, window "
-          f"{limits.batch_window_ms:g} ms)", file=sys.stderr, flush=True)
     started = time.monotonic()
     with contextlib.suppress(SystemExit):  # our exit after the drain
-        server.run(sockets=[sock])
+        server.run(sockets=None if worker else [sock])
     log.info("stopped after %.0f s", time.monotonic() - started)
     return 0
+
+
+
+class Workers:
+    """Runs this script N times, hands them connections in turn, and keeps N running.
+
+    Each worker is `serve.py` again with `--worker-fd`: its own onnxruntime
+    sessions, batchers and event loop. Reading, parsing and answering requests
+    is Python work under one GIL, so one process uses about one core however
+    many onnxruntime threads it has; N workers use N (scoring at 16 clients on
+    2 cores: 1.6x the requests/s of one, benchmarks/README.md section 5).
+    Coalescing and `/v1/stats` are per worker.
+
+    This process accepts the connections and passes each to the next worker
+    over a Unix socket (round robin, as Node's cluster module does). Workers
+    accepting from one shared socket do not share: uvicorn's listener accepts
+    every connection waiting on a wake-up, and 16 clients connecting at once
+    all landed on one of two workers in 4 tries of 5 here.
+
+    SIGTERM or SIGINT here closes the port and is passed on to every worker,
+    which finishes its requests in flight; `run` returns 0 once all have
+    exited. A worker that dies otherwise is started again (at most
+    `max_restarts` times a minute); one that refuses to start (status 2, its
+    message on stderr) stops them all. A worker whose supervisor is gone
+    (killed) drains and stops by itself.
+    """
+
+    def __init__(self, argv: list, sock: socket.socket, count: int, prog: str,
+                 max_restarts: int = 5):
+        self.argv, self.sock, self.count, self.prog = argv, sock, count, prog
+        self.max_restarts = max_restarts
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.channels: dict[int, socket.socket] = {}
+        self.restarts: collections.deque[float] = collections.deque()
+        self.stopping = False
+        self.turn = 0  # the worker that gets the next connection
+        self.status = 0
+
+    def _spawn(self, index: int) -> None:
+        if index in self.channels:
+            self.channels.pop(index).close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with theirs:
+            self.procs[index] = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), *self.argv,
+                 "--worker-fd", str(theirs.fileno()), "--worker-index", str(index)],
+                pass_fds=(theirs.fileno(),), start_new_session=True)  # signals come from here
+        self.channels[index] = ours
+
+    def _signal(self, sig, frame=None) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(sig)  # a second SIGINT makes uvicorn stop waiting
+
+    def _hand_over(self, conn: socket.socket) -> None:
+        """Passes `conn` to the next worker that takes it (none: the client sees it close)."""
+        with conn:
+            for _ in range(self.count):
+                index = self.turn % self.count
+                self.turn += 1
+                channel = self.channels.get(index)
+                if channel is None or self.procs[index].poll() is not None:
+                    continue
+                try:
+                    socket.send_fds(channel, [b"c"], [conn.fileno()])
+                    return
+                except OSError:  # the worker is gone; it is restarted below
+                    continue
+
+    def _reap(self) -> int | None:
+        """Restarts workers that died; returns an exit status once they are all gone."""
+        for index, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del self.procs[index]
+            if self.stopping:
+                continue
+            now = time.monotonic()
+            while self.restarts and now - self.restarts[0] > 60:
+                self.restarts.popleft()
+            if code == 2 or len(self.restarts) >= self.max_restarts:
+                print(f"{self.prog}: error: worker {index} exited with status {code}"
+                      f"{'' if code == 2 else ' too often'}; stopping the others",
+                      file=sys.stderr, flush=True)
+                self.status = 2 if code == 2 else 1
+                self._signal(signal.SIGTERM)
+                continue
+            log.warning("worker %d (pid %d) exited with status %d; starting another",
+                        index, proc.pid, code)
+            self.restarts.append(now)
+            self._spawn(index)
+        return None if self.procs else self.status
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._signal)
+        for index in range(self.count):
+            self._spawn(index)
+        self.sock.setblocking(False)
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        try:
+            while True:
+                if self.stopping and self.sock.fileno() != -1:
+                    self.sock.close()  # no new connections while the workers drain
+                if self.sock.fileno() == -1:
+                    time.sleep(0.1)
+                elif poller.poll(100):
+                    with contextlib.suppress(BlockingIOError, InterruptedError):
+                        self._hand_over(self.sock.accept()[0])
+                status = self._reap()
+                if status is not None:
+                    return status
+        finally:
+            self.sock.close()
+            for channel in self.channels.values():
+                channel.close()
+
+
+def worker_server(uvicorn, config, channel: socket.socket):
+    """A uvicorn server whose connections come from the supervisor over `channel`.
+
+    A thread receives each connection's descriptor (`Workers._hand_over`) and
+    hands it to the event loop; the end of the channel (the supervisor gone)
+    makes the worker drain and stop.
+    """
+
+    class Worker(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=[])  # the lifespan, listening on nothing
+            loop = asyncio.get_running_loop()
+            factory = functools.partial(self.config.http_protocol_class, config=self.config,
+                                        server_state=self.server_state,
+                                        app_state=self.lifespan.state)
+            threading.Thread(target=self._receive, args=(loop, factory), daemon=True,
+                             name="connections").start()
+
+        def _receive(self, loop, factory) -> None:
+            while True:
+                try:
+                    message, fds, _, _ = socket.recv_fds(channel, 64, 16)
+                except OSError:
+                    message, fds = b"", []
+                if not message:
+                    if not self.should_exit:
+                        log.warning("the supervisor is gone; stopping")
+                        self.should_exit = True
+                    return
+                for fd in fds:
+                    conn = socket.socket(fileno=fd)
+                    conn.setblocking(False)
+                    asyncio.run_coroutine_threadsafe(self._adopt(conn, factory), loop)
+
+        async def _adopt(self, conn: socket.socket, factory) -> None:
+            if self.should_exit:
+                conn.close()
+                return
+            try:
+                await asyncio.get_running_loop().connect_accepted_socket(factory, conn)
+            except OSError:  # the client went away meanwhile
+                conn.close()
+
+    return Worker(config)
 
 
 def listen(host: str, port: int) -> socket.socket:
