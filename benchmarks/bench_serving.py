@@ -3,14 +3,17 @@
 Three servers run side by side on 127.0.0.1, each in its own process, and
 are called four ways:
 
-- `ours`: `export/serve.py` over the ONNX export, coalescing concurrent
-  requests into one onnxruntime call (`--max-batch 64`, the server's default
-  window and threads unless given), called with JSON: KServe v2 for
-  decoding, `/v1/score` for scoring;
+- `ours`: `export/serve.py` over the ONNX export with `--workers 2` (one
+  server process per core, connections handed out in turn), each coalescing
+  concurrent requests into one onnxruntime call (`--max-batch 64`, the
+  server's default window and threads unless given), called with JSON:
+  KServe v2 for decoding, `/v1/score` for scoring;
 - `ours-binary`: the same server called with the binary tensor extension (as
   tritonclient does), decoding with `decoder`, scoring with `scorer` at eps = 0;
-- `ours-no-coalescing`: a second server with `--max-batch 1` (one
-  onnxruntime call per request), called with JSON;
+- `ours-one-worker`: the same server as one process (`--workers 1`, the
+  default), called with JSON;
+- `ours-no-coalescing`: a server with `--max-batch 1` (one onnxruntime call
+  per request) and the same workers as `ours`, called with JSON;
 - `flask-predict`: `flask_predict.py`, a Flask app calling Keras
   `model.predict` per request (the plain way, on Flask's threaded server).
 
@@ -110,12 +113,20 @@ class Process:
             time.sleep(0.2)
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds of the server process so far (Linux)."""
+        """User + system CPU seconds so far of the server and its workers (Linux)."""
+        pid = self.proc.pid
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            children = []
+        total = 0.0
+        for p in [pid, *children]:
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError, ValueError):
+                return float("nan")
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -138,6 +149,7 @@ def get_json(port: int, path: str):
 SYSTEMS = {
     "ours": ("ours", "json"),
     "ours-binary": ("ours", "binary"),
+    "ours-one-worker": ("ours-one-worker", "json"),
     "ours-no-coalescing": ("ours-no-coalescing", "json"),
     "flask-predict": ("flask-predict", "json"),
 }
@@ -307,6 +319,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=float, default=1.0,
                         help="unrecorded seconds per system and task before the rounds")
     parser.add_argument("--max-batch", type=int, default=64, help="ours: coalescing limit")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="ours: server processes (ours-one-worker: 1)")
     parser.add_argument("--batch-window-ms", type=float, default=None,
                         help="ours: coalescing window (default: the server's)")
     parser.add_argument("--threads", type=int, default=None,
@@ -348,10 +362,13 @@ def main(argv=None) -> dict:
                       else ["--batch-window-ms", str(args.batch_window_ms)])
             quiet = {"ORT_DISABLE_TELEMETRY": "1"}
             ours_flags = ["--max-batch", str(args.max_batch), *window, *flags]
+            workers = ["--workers", str(args.workers)]
             commands = {
-                "ours": [sys.executable, str(SERVE), str(export_dir), *ours_flags],
+                "ours": [sys.executable, str(SERVE), str(export_dir), *ours_flags, *workers],
+                "ours-one-worker": [sys.executable, str(SERVE), str(export_dir), *ours_flags,
+                                    "--workers", "1"],
                 "ours-no-coalescing": [sys.executable, str(SERVE), str(export_dir),
-                                       "--max-batch", "1", *flags],
+                                       "--max-batch", "1", *flags, *workers],
                 "flask-predict": [sys.executable, str(FLASK), str(model_path)],
             }
             for server in dict.fromkeys(SYSTEMS[s][0] for s in args.systems):
@@ -406,7 +423,7 @@ def main(argv=None) -> dict:
     payload = {
         "model": {"image_shape": list(model.image_shape), "latent_dim": model.latent_dim,
                   "arch": model.arch},
-        "setup": {"ours_flags": ours_flags,
+        "setup": {"ours_flags": [*ours_flags, *workers],
                   "requests": "batch 1; ours: KServe v2 JSON (decode), /v1/score JSON (score); "
                               "ours-binary: KServe v2 binary tensors (decoder, scorer with "
                               "eps = 0); flask: {'z': [[...]]} / {'images': [...]}",
@@ -435,10 +452,19 @@ def _measure(proc: Process, system: str, task: str, requests: list, clients: int
 
 
 def _stats(proc: Process, system: str, task: str) -> dict | None:
+    """The model's counters summed over the server's workers (None: not ours)."""
     if not system.startswith("ours"):
         return None
-    return get_json(proc.port, "/v1/stats")["models"]["decoder" if task == "decode"
-                                                      else "scorer"]
+    model = "decoder" if task == "decode" else "scorer"
+    first = get_json(proc.port, "/v1/stats")
+    seen = {first["worker"]["pid"]: first}
+    for _ in range(first["worker"]["workers"] - 1):  # connections go to the workers in turn
+        stats = get_json(proc.port, "/v1/stats")
+        seen[stats["worker"]["pid"]] = stats
+    if len(seen) != first["worker"]["workers"]:
+        return None
+    return {key: sum(s["models"][model][key] for s in seen.values())
+            for key in ("runs", "requests")}
 
 
 def _row(system: str, task: str, clients: int, parts: list) -> dict:

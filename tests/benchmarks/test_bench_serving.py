@@ -27,9 +27,10 @@ def test_bench_serving_tiny(tmp_path):
                 "rows", "targets"):
         assert key in result, key
     rows = {(r["system"], r["task"]): r for r in result["rows"]}
-    assert set(rows) == {(s, t) for s in ("ours", "ours-binary", "ours-no-coalescing",
-                                                      "flask-predict")
+    assert set(rows) == {(s, t) for s in ("ours", "ours-binary", "ours-one-worker",
+                                          "ours-no-coalescing", "flask-predict")
                          for t in ("decode", "score")}
+    assert result["setup"]["ours_flags"][-2:] == ["--workers", "2"]
     for (system, task), row in rows.items():
         assert row["failures"] == 0, row
         assert row["requests"] > 0
@@ -43,4 +44,7 @@ def test_bench_serving_tiny(tmp_path):
         assert rows["ours-no-coalescing", task]["requests_per_onnx_call"] == 1
         assert rows["ours", task]["requests_per_onnx_call"] >= 1
         assert rows["ours-binary", task]["requests_per_onnx_call"] >= 1
+        assert rows["ours-one-worker", task]["requests_per_onnx_call"] >= 1
+        # CPU of the supervisor and its workers, not of the supervisor alone (~0).
+        assert rows["ours", task]["server_cpu_per_request_ms"] > 0.05
     assert "| ours | decode |" in proc.stdout

@@ -9,6 +9,7 @@ clear 4xx while good requests between them keep their correct answers.
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -616,6 +617,107 @@ def test_sigterm_finishes_requests_in_flight(start_server, tiny):
     assert time.monotonic() - start < 10
 
 
+# ------------------------------------------------------------------ workers
+
+
+def _worker_stats(server, count):
+    """`/v1/stats` of `count` consecutive connections (each a new one)."""
+    return [server.stats() for _ in range(count)]
+
+
+def _alive(pid):
+    """True while `pid` runs (a zombie, waiting for its parent to reap it, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait(condition, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not met after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_workers_take_connections_in_turn_and_answer_alike(start_server, tiny):
+    _, export_dir = tiny
+    server = start_server(export_dir, "--workers", 2)
+    stats = _worker_stats(server, 6)
+    pids = [s["worker"]["pid"] for s in stats]
+    assert len(set(pids)) == 2 and server.proc.pid not in pids
+    assert pids[0::2] == [pids[0]] * 3 and pids[1::2] == [pids[1]] * 3, pids  # round robin
+    assert {s["worker"]["index"] for s in stats} == {0, 1}
+    for s in stats[:2]:
+        assert s["worker"]["workers"] == 2 and s["limits"]["threads"] == 1
+        assert not s["tensorflow_imported"]
+        assert s["gc"]["frozen_objects"] > 1000 and s["gc"]["thresholds"][0] == 20_000
+    for pid in pids[:2]:  # the workers are the supervisor's children
+        with open(f"/proc/{pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == server.proc.pid
+    for seed in range(4):  # both workers: onnxruntime's numbers
+        _assert_good_decode(server, export_dir, seed=seed)
+    assert [s["models"]["decoder"]["requests"] for s in _worker_stats(server, 2)] == [2, 2]
+
+
+def test_sigterm_drains_every_worker(start_server, tiny):
+    _, export_dir = tiny
+    server = start_server(export_dir, "--workers", 2, "--batch-window-ms", 2000)
+    pids = {s["worker"]["pid"] for s in _worker_stats(server, 2)}
+    zs = [_z(2, seed=i) for i in range(4)]
+    threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
+    _wait(lambda: sum(s["models"]["decoder"]["queued"] for s in _worker_stats(server, 2)) == 4,
+          what="4 requests queued")
+    server.proc.send_signal(signal.SIGTERM)
+    _wait(lambda: not _connects(server), what="the port closed")
+    for t in threads:
+        t.join()
+    assert server.proc.wait(20) == 0, server.output()
+    decoder = ort_session(export_dir / "decoder.onnx")
+    for z, (status, _, raw) in zip(zs, results):
+        assert status == 200, raw
+        np.testing.assert_allclose(_decode_json(raw)["x"], decoder.run(None, {"z": z})[0],
+                                   atol=1e-5)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _connects(server):
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_dead_worker_is_replaced(start_server, tiny):
+    _, export_dir = tiny
+    server = start_server(export_dir, "--workers", 2)
+    before = {s["worker"]["index"]: s["worker"]["pid"] for s in _worker_stats(server, 2)}
+    os.kill(before[1], signal.SIGKILL)
+    _wait(lambda: not _alive(before[1]), what="the worker dead")
+    for seed in range(4):  # the other worker answers meanwhile
+        _assert_good_decode(server, export_dir, seed=seed)
+
+    def replaced():
+        now = {s["worker"]["index"]: s["worker"]["pid"] for s in _worker_stats(server, 2)}
+        return len(now) == 2 and now[0] == before[0] and now[1] != before[1]
+
+    _wait(replaced, what="a new worker 1")
+    assert "worker 1 (pid" in server.output() and "starting another" in server.output()
+    for seed in range(4):
+        _assert_good_decode(server, export_dir, seed=seed)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(start_server, tiny):
+    _, export_dir = tiny
+    server = start_server(export_dir, "--workers", 2)
+    pids = {s["worker"]["pid"] for s in _worker_stats(server, 2)}
+    server.proc.kill()
+    server.proc.wait(10)
+    _wait(lambda: not any(_alive(pid) for pid in pids), timeout=30, what="the workers gone")
+
+
 # ------------------------------------------------------------ static routes
 
 
@@ -684,7 +786,8 @@ def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, 
               "cannot listen on 127.0.0.1"),
              ([str(tmp_path / "nowhere")], "No export directory"),
              ([str(export_dir), "--max-batch", "0"], "--max-batch must be >= 1"),
-             ([str(export_dir), "--batch-window-ms", "-1"], "--batch-window-ms must be >= 0")]
+             ([str(export_dir), "--batch-window-ms", "-1"], "--batch-window-ms must be >= 0"),
+             ([str(export_dir), "--workers", "0"], "--workers must be in [1, 64]")]
     for args, message in cases:
         r = subprocess.run([sys.executable, str(device / "serve.py"), *args],
                            capture_output=True, text=True, env=device_env, timeout=60)
