@@ -1295,8 +1295,12 @@ def settle_heap(gen0_threshold: int = 20_000) -> None:
     gc.set_threshold(gen0_threshold, *gc.get_threshold()[1:])
 
 
-def create_app(service: Service) -> Starlette:
+def create_app(service: Service, freeze_heap: bool = True) -> Starlette:
     """The Starlette application of a `Service` (its batchers start with the app).
+
+    With `freeze_heap` (the default), starting the app calls `settle_heap()`,
+    which changes the garbage collector of the whole process: pass False
+    when the app shares its process with other work.
 
     Example:
 
@@ -1329,7 +1333,8 @@ def create_app(service: Service) -> Starlette:
     async def lifespan(app):
         for batcher in service.batchers.values():
             batcher.start()
-        settle_heap()
+        if freeze_heap:
+            settle_heap()
         try:
             yield
         finally:
@@ -1418,6 +1423,9 @@ def main(argv=None, prog: str = "serve.py") -> int:
         if not 1 <= args.workers <= MAX_WORKERS:
             raise edge_io.EdgeError(f"--workers must be in [1, {MAX_WORKERS}], got "
                                     f"{args.workers}")
+        if args.workers > 1 and not hasattr(socket, "send_fds"):
+            raise edge_io.EdgeError("--workers above 1 needs Unix sockets that pass file "
+                                    "descriptors (Linux, macOS)")
         # With --workers N this process only checks the export (each worker opens its own).
         service = Service(args.export_dir, limits, web_dir=args.web_dir)
     except (edge_io.EdgeError, OSError) as e:
