@@ -213,6 +213,7 @@ python sample_onnx.py . --n 16 --seed 0 --out grid.png
 python sample_onnx.py . --interpolate 0 1 --steps 8 --out path.png
 python sample_litert.py . --precision int8_full --n 16 --out grid.png
 python serve.py . --port 8000    # HTTP: Open Inference Protocol, /v1/score, the page at /
+python serve.py . --workers 2     # one server process per core
 ```
 
 `serve.py` also needs Starlette and uvicorn (`pip install starlette uvicorn

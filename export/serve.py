@@ -1463,15 +1463,15 @@ def main(argv=None, prog: str = "serve.py") -> int:
     return 0
 
 
-
 class Workers:
     """Runs this script N times, hands them connections in turn, and keeps N running.
 
     Each worker is `serve.py` again with `--worker-fd`: its own onnxruntime
     sessions, batchers and event loop. Reading, parsing and answering requests
     is Python work under one GIL, so one process uses about one core however
-    many onnxruntime threads it has; N workers use N (scoring at 16 clients on
-    2 cores: 1.6x the requests/s of one, benchmarks/README.md section 5).
+    many onnxruntime threads it has; N workers use N (at 16 clients on 2 cores,
+    two workers: 1.8x the decodes and 1.7x the scores per second of one,
+    benchmarks/README.md section 5).
     Coalescing and `/v1/stats` are per worker.
 
     This process accepts the connections and passes each to the next worker
@@ -1587,7 +1587,9 @@ def worker_server(uvicorn, config, channel: socket.socket):
 
     A thread receives each connection's descriptor (`Workers._hand_over`) and
     hands it to the event loop; the end of the channel (the supervisor gone)
-    makes the worker drain and stop.
+    makes the worker drain and stop. The protocol factory is built the way
+    uvicorn's own `Server.startup` builds it (its config's protocol class, the
+    server's state, the lifespan's state); the worker tests run through it.
     """
 
     class Worker(uvicorn.Server):
@@ -1614,7 +1616,10 @@ def worker_server(uvicorn, config, channel: socket.socket):
                 for fd in fds:
                     conn = socket.socket(fileno=fd)
                     conn.setblocking(False)
-                    asyncio.run_coroutine_threadsafe(self._adopt(conn, factory), loop)
+                    try:
+                        asyncio.run_coroutine_threadsafe(self._adopt(conn, factory), loop)
+                    except RuntimeError:  # the loop has closed: the worker is exiting
+                        conn.close()
 
         async def _adopt(self, conn: socket.socket, factory) -> None:
             if self.should_exit:

@@ -77,6 +77,19 @@ def test_committed_notebook_has_no_outputs(path):
     )
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebook_is_valid_nbformat(path):
+    """Every cell has its own id (nbformat 4.5): a missing one is a warning today, an error
+    in later nbformat versions."""
+    import nbformat
+
+    nb = json.loads(path.read_text())
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5)
+    ids = [cell.get("id") for cell in nb["cells"]]
+    assert None not in ids and len(set(ids)) == len(ids), ids
+    nbformat.validate(nbformat.from_dict(nb))
+
+
 def test_notebooks_import_the_package_instead_of_redefining_it():
     for path in NOTEBOOKS:
         source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
