@@ -253,10 +253,7 @@ def main(argv=None) -> int:
                                   "frechet_mean", "precision_mean", "recall_mean"],
                         floatfmt="{:.2f}"))
     path = run.write({"mode": mode, "rows": rows, "summary": summary,
-                      "notes": {"frechet": "Frechet distance in the features of a small "
-                                           "classifier trained on the training digits "
-                                           "(keras_vae.quality), not Inception FID; against "
-                                           f"{SAMPLE_N} training digits",
+                      "notes": {"frechet": machine.frechet_note(SAMPLE_N),
                                 "normal+gmm": "the normal model with a fitted sampling prior: "
                                               "same NLL and ELBO by construction"}}, args.out)
     print(f"Wrote {path}")

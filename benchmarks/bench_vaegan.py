@@ -192,10 +192,7 @@ def main(argv=None) -> int:
                                   "recall_mean", "neg_elbo_mean", "images_per_s_mean"],
                         floatfmt="{:.2f}"))
     path = run.write({"mode": mode, "rows": rows, "summary": summary,
-                      "notes": {"frechet": "Frechet distance in the features of a small "
-                                           "classifier trained on the training digits "
-                                           "(keras_vae.quality), not Inception FID; against "
-                                           f"{SAMPLE_N} grey training digits",
+                      "notes": {"frechet": machine.frechet_note(SAMPLE_N, "grey training digits"),
                                 "neg_elbo": "pixel-wise negative ELBO on the held-out digits: "
                                             "the VAE's objective, not the VAE-GAN's"}}, args.out)
     print(f"Wrote {path}")

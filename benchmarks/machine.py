@@ -219,6 +219,12 @@ def mnist_source(prefer: str | None = None) -> str:
     return "digits"
 
 
+def frechet_note(count: int, digits: str = "training digits") -> str:
+    """What a benchmark's `frechet` figure is, for its JSON `notes`."""
+    return ("Frechet distance in the features of a small classifier trained on the training "
+            f"digits (keras_vae.quality), not Inception FID; against {count} {digits}")
+
+
 def summarize(rows: list[dict], systems, keys, *, group: str = "system") -> list[dict]:
     """Per-system mean and standard deviation of `keys` over the rows (seeds) of a benchmark.
 

@@ -511,6 +511,17 @@ def _concurrent(server, bodies, path="/v2/models/decoder/infer"):
     return threads, results
 
 
+def _assert_decodes(export_dir, zs, threads, results):
+    """Once `threads` end, each answer is onnxruntime's decoding of its own codes."""
+    for t in threads:
+        t.join()
+    decoder = ort_session(export_dir / "decoder.onnx")
+    for z, (status, _, raw) in zip(zs, results):
+        assert status == 200, raw
+        np.testing.assert_allclose(_decode_json(raw)["x"], decoder.run(None, {"z": z})[0],
+                                   atol=1e-5)
+
+
 def _wait_queued(server, model, count, timeout=10):
     deadline = time.monotonic() + timeout
     while server.stats()["models"][model]["queued"] < count:
@@ -530,13 +541,7 @@ def test_coalescing_batches_requests_and_keeps_rows_apart(start_server, tiny):
                                        _infer_body("z", _z(1)))
     assert status == 503 and headers["Retry-After"] == "1", raw
     assert "--max-queue 6" in json.loads(raw)["error"]
-    for t in threads:
-        t.join()
-    decoder = ort_session(export_dir / "decoder.onnx")
-    for z, (status, _, raw) in zip(zs, results):
-        assert status == 200, raw
-        np.testing.assert_allclose(_decode_json(raw)["x"], decoder.run(None, {"z": z})[0],
-                                   atol=1e-5)
+    _assert_decodes(export_dir, zs, threads, results)
     stats = server.stats()["models"]["decoder"]
     assert stats["requests"] == 6 and stats["examples"] == 21
     assert stats["runs"] == 1 and stats["largest_run_requests"] == 6, stats
@@ -559,13 +564,7 @@ def test_parallel_runs_keep_rows_apart(start_server, tiny):
     server = start_server(export_dir, "--parallel-runs", 2, "--max-batch", 4)
     zs = [_z(3, seed=i) for i in range(12)]
     threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
-    for t in threads:
-        t.join()
-    decoder = ort_session(export_dir / "decoder.onnx")
-    for z, (status, _, raw) in zip(zs, results):
-        assert status == 200, raw
-        np.testing.assert_allclose(_decode_json(raw)["x"], decoder.run(None, {"z": z})[0],
-                                   atol=1e-5)
+    _assert_decodes(export_dir, zs, threads, results)
     stats = server.stats()["models"]["decoder"]
     assert stats["requests"] == 12 and stats["largest_run_examples"] <= 4
 
@@ -658,14 +657,8 @@ def test_sigterm_finishes_requests_in_flight(start_server, tiny, workers):
     start = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     _wait(lambda: not _connects(server), timeout=5, what="no new connections once draining")
-    for t in threads:
-        t.join()
+    _assert_decodes(export_dir, zs, threads, results)
     assert server.proc.wait(20) == 0, server.output()
-    decoder = ort_session(export_dir / "decoder.onnx")
-    for z, (status, _, raw) in zip(zs, results):
-        assert status == 200, raw
-        np.testing.assert_allclose(_decode_json(raw)["x"], decoder.run(None, {"z": z})[0],
-                                   atol=1e-5)
     assert time.monotonic() - start < 10
     assert not any(_alive(pid) for pid in pids)
 
