@@ -85,10 +85,7 @@ def _quiet_retracing() -> None:
 def load_data(args):
     import keras_vae
 
-    if args.tiny:
-        source, train_split, test_split = "digits", "train[:1500]", "train[1500:]"
-    else:
-        source, train_split, test_split = str(args.data), "train[:7000]", "train[7000:]"
+    source, train_split, test_split = machine.digit_splits(args)
     test = keras_vae.data.load(source, test_split, batch_size=100, binarize="static",
                                shuffle=False, seed=0)
     test_x = np.concatenate([x.numpy() for x, _ in test])

@@ -53,10 +53,7 @@ SAMPLE_N = 2000  # real and generated images compared per system
 def load_data(args):
     import keras_vae
 
-    if args.tiny:
-        source, train_split, test_split = "digits", "train[:1500]", "train[1500:]"
-    else:
-        source, train_split, test_split = str(args.data), "train[:7000]", "train[7000:]"
+    source, train_split, test_split = machine.digit_splits(args)
     test = keras_vae.data.load(source, test_split, batch_size=100, binarize="static",
                                shuffle=False, seed=0)
     grey, labels = keras_vae.data.load_arrays(source, train_split)
