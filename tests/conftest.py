@@ -19,6 +19,36 @@ def _seed():
     keras.utils.set_random_seed(0)
 
 
+DEVICE_BLOCKER = '''
+import os
+import sys
+
+class _Block:
+    """TensorFlow, Keras, tf2onnx and keras_vae unimportable, like on a phone or a server
+    without them; `BLOCK_MODULES=PIL,orjson` blocks those top-level names too."""
+
+    blocked = {"tensorflow", "keras", "tf2onnx", "tf_keras"} | {
+        name for name in os.environ.get("BLOCK_MODULES", "").split(",") if name}
+
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in self.blocked or top.startswith("keras_vae"):
+            raise ImportError(f"{name} is not installed on this machine (test blocker)")
+        return None
+
+sys.meta_path.insert(0, _Block())
+'''
+
+
+@pytest.fixture(scope="session")
+def device_blocker(tmp_path_factory):
+    """A folder whose `sitecustomize.py` blocks the training stack: put it on PYTHONPATH of
+    a device-side process (samplers, server) to prove it runs without TensorFlow."""
+    folder = tmp_path_factory.mktemp("blocker")
+    (folder / "sitecustomize.py").write_text(DEVICE_BLOCKER)
+    return folder
+
+
 @pytest.fixture
 def mnist8k_dir():
     """The shared 8,000 real MNIST digits; skipped where the folder is absent."""

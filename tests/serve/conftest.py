@@ -22,23 +22,6 @@ LATENT = 3
 IMAGE_SHAPE = (8, 8, 1)
 CLASSES = 4
 
-BLOCKER = '''
-import os
-import sys
-
-class _Block:
-    """Makes TensorFlow, Keras and keras_vae unimportable, like on a serving machine."""
-
-    def find_spec(self, name, path=None, target=None):
-        top = name.split(".")[0]
-        if top in ("tensorflow", "keras", "tf2onnx", "tf_keras") or top.startswith("keras_vae"):
-            raise ImportError(f"{name} is not installed on this machine (test blocker)")
-        if top == "orjson" and os.environ.get("BLOCK_ORJSON"):
-            raise ImportError("orjson is not installed on this machine (test blocker)")
-        return None
-
-sys.meta_path.insert(0, _Block())
-'''
 
 
 @pytest.fixture(scope="session")
@@ -84,14 +67,13 @@ def conditional(export_pkg, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def device(export_pkg, tmp_path_factory):
+def device(export_pkg, tmp_path_factory, device_blocker):
     """A folder holding only `serve.py`, `edge_io.py` and a TensorFlow/Keras blocker."""
     src = Path(export_pkg.__file__).parent
     root = tmp_path_factory.mktemp("device")
     for name in ("serve.py", "edge_io.py"):
         shutil.copy(src / name, root / name)
-    (root / "blocker").mkdir()
-    (root / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    (root / "blocker").symlink_to(device_blocker)
     return root
 
 

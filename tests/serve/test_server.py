@@ -81,10 +81,14 @@ def _read_png(raw):
 
 
 def test_blocker_really_blocks(device_env):
-    for module in ("tensorflow", "keras", "keras_vae", "keras_vae.export"):
+    cases = [(m, {}) for m in ("tensorflow", "keras", "keras_vae", "keras_vae.export")]
+    for module, extra in [*cases, ("orjson", {"BLOCK_MODULES": "orjson"})]:
         r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
-                           text=True, env=device_env, timeout=60)
+                           text=True, env={**device_env, **extra}, timeout=60)
         assert r.returncode != 0 and "test blocker" in r.stderr, module
+    r = subprocess.run([sys.executable, "-c", "import numpy, onnxruntime, orjson"],
+                       capture_output=True, text=True, env=device_env, timeout=60)
+    assert r.returncode == 0, r.stderr  # what a device has still imports
 
 
 def test_server_runs_without_tensorflow(server):
@@ -571,7 +575,7 @@ def test_parallel_runs_keep_rows_apart(start_server, tiny):
 
 def test_standard_library_json_when_orjson_is_absent(start_server, tiny):
     _, export_dir = tiny
-    server = start_server(export_dir, env={"BLOCK_ORJSON": "1"})
+    server = start_server(export_dir, env={"BLOCK_MODULES": "orjson"})
     assert server.stats()["json_library"] == "json"
     z = _z(4)
     status, _, raw = server.call("POST", "/v2/models/decoder/infer", _infer_body("z", z))
