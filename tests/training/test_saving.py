@@ -35,15 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def good_model(tmp_path_factory):
-    """A small trained VAE saved by keras_vae: the template every hostile file starts from."""
-    keras.utils.set_random_seed(0)
-    model = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=2, arch="mlp",
-                          arch_options={"hidden_units": [8]}, seed=0)
-    model.compile()
-    x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
-    model.fit(x, batch_size=8, epochs=1, verbose=0)
-    return saving.save_model(model, tmp_path_factory.mktemp("good") / "model.keras")
+def good_model(saved_vae):
+    """The path of a small trained VAE saved by keras_vae (tests/training/conftest.py)."""
+    return saved_vae[1]
 
 
 def rewrite(src, dst, change=None, extra=()):
