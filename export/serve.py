@@ -564,6 +564,12 @@ class Service:
         self.limits.check()
         self.web_dir = Path(web_dir) if web_dir else HERE / "web"
         self.manifest = edge_io.read_manifest(self.export_dir)
+        if edge_io.is_code_model(self.manifest):
+            raise edge_io.EdgeError(
+                f"{self.export_dir} is a VQ-VAE export (discrete code grids, no z); this "
+                "service serves exports with continuous latents. Sample it with "
+                "sample_onnx.py.")
+        self.prior = self.manifest.get("prior")  # what /v1/sample.png draws z from
         self.image_shape = tuple(int(d) for d in self.manifest["image"]["shape"])
         self.latent_dim = int(self.manifest["latent_dim"])
         self.num_classes = int(self.manifest.get("num_classes") or 0)
@@ -1169,17 +1175,17 @@ async def _picture(request, service, z: np.ndarray, ncols: int | None) -> Respon
 @_route
 async def sample_png(request, service):
     n = _int_param(request, "n", 16, 1, service.limits.max_examples, "--max-examples")
-    seed = _int_param(request, "seed", 0, 0, 2**63 - 1)
-    z = edge_io.prior_z(n, service.latent_dim, seed)  # (n, latent_dim), as VAE.sample
+    seed = _int_param(request, "seed", 0, 0, edge_io.MAX_SEED)
+    z = edge_io.sample_prior(service.prior, n, service.latent_dim, seed)  # as VAE.sample
     return await _picture(request, service, z, None)
 
 
 @_route
 async def interpolate_png(request, service):
     steps = _int_param(request, "steps", 8, 2, service.limits.max_examples, "--max-examples")
-    seed_a = _int_param(request, "seed_a", 0, 0, 2**63 - 1)
-    seed_b = _int_param(request, "seed_b", 1, 0, 2**63 - 1)
-    z = edge_io.interpolate(seed_a, seed_b, steps, service.latent_dim)  # (steps, latent_dim)
+    seed_a = _int_param(request, "seed_a", 0, 0, edge_io.MAX_SEED)
+    seed_b = _int_param(request, "seed_b", 1, 0, edge_io.MAX_SEED)
+    z = edge_io.interpolate(seed_a, seed_b, steps, service.latent_dim, service.prior)
     return await _picture(request, service, z, steps)
 
 

@@ -500,6 +500,46 @@ def test_sample_png_pixels_equal_direct_decoding(server, tiny, calibrated, serve
     assert status == 200 and _read_png(raw).shape == (17 * 3, 17 * 3)
 
 
+def test_pictures_draw_from_the_exported_prior(start_server, export_pkg, tmp_path, serve_lib):
+    import keras_vae
+
+    model = keras_vae.VAE(image_shape=IMAGE_SHAPE, latent_dim=LATENT, arch="mlp", seed=0,
+                          arch_options={"hidden_units": [16]}, prior="mixture",
+                          prior_options={"components": 3})
+    out = tmp_path / "mixture"
+    export_pkg.export(model, out, formats="onnx", graphs=("decoder",))
+    table = json.loads((out / "manifest.json").read_text())["prior"]
+    assert table["type"] == "mixture"
+    edge_io, server = serve_lib.edge_io, start_server(out)
+    decoder = ort_session(out / "decoder.onnx")
+    z = edge_io.sample_prior(table, 6, LATENT, 5)
+    assert not np.allclose(z, _z(6, 5))  # not the N(0, I) draws of the same seed
+    status, _, raw = server.call("GET", "/v1/sample.png?n=6&seed=5")
+    assert status == 200
+    np.testing.assert_array_equal(_read_png(raw), edge_io.grid(decoder.run(None, {"z": z})[0]))
+    keras_images = np.asarray(model.sample(6, seed=5))  # the library's own draws
+    assert np.abs(_read_png(raw).astype(int) - edge_io.grid(keras_images).astype(int)).max() <= 1
+    status, _, raw = server.call("GET", "/v1/interpolate.png?seed_a=1&seed_b=2&steps=4")
+    path = edge_io.interpolate(1, 2, 4, LATENT, table)
+    assert status == 200
+    np.testing.assert_array_equal(_read_png(raw),
+                                  edge_io.grid(decoder.run(None, {"z": path})[0], 4))
+    status, _, raw = server.call("GET", f"/v1/sample.png?seed={2**32}")
+    assert status == 400 and "seed" in json.loads(raw)["error"]  # the samplers' seed range
+
+
+def test_a_vq_vae_export_is_refused_in_one_line(export_pkg, device, device_env, tmp_path):
+    from keras_vae import VQVAE
+
+    out = tmp_path / "vq"
+    export_pkg.export(VQVAE(image_shape=IMAGE_SHAPE, codebook_size=8, code_dim=4, seed=0), out,
+                      formats="onnx", graphs="decoder")
+    r = subprocess.run([sys.executable, str(device / "serve.py"), str(out)],
+                       capture_output=True, text=True, env=device_env, timeout=60)
+    assert r.returncode == 2 and "is a VQ-VAE export" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
 # ------------------------------------------------- coalescing, queue, drain
 
 
