@@ -141,6 +141,14 @@ def _representative(traced, representative_z, representative_images, seed):
     """A calibration generator over the graph's inputs, one example at a time."""
     rng = np.random.default_rng(seed)
     model = traced.model
+    if not {"z", "image"} & {name for name, _, _ in traced.inputs}:
+        # Graphs of integer codes (a VQ-VAE's decoder and prior): their own valid inputs.
+        def codes():
+            for _ in range(REPRESENTATIVE_SIZE):
+                feeds = traced.random_inputs(1, rng)
+                yield [feeds[name] for name, _, _ in traced.inputs]
+
+        return codes
     if traced.name == "decoder":
         data = (traced.prior_draws(REPRESENTATIVE_SIZE, np.random.default_rng(seed))
                 if representative_z is None else np.asarray(representative_z, np.float32))

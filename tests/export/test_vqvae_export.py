@@ -107,3 +107,15 @@ def test_untrained_prior_exports_uniform_codes_the_edge_reproduces(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), model.sample(3, seed=2), atol=1e-5)
+
+
+def test_int8_decoder_calibrates_on_code_indices(tmp_path):
+    """Full-integer quantization calibrates a graph of integer codes on valid code grids
+    (there is no z to draw), and the int8 decoder stays within its PSNR bound of Keras."""
+    model = VQVAE(image_shape=(8, 8, 1), codebook_size=8, code_dim=4, seed=0)
+    manifest = keras_vae.export.export(model, tmp_path / "export", formats="tflite",
+                                       quantize="int8_full", graphs="decoder")
+    entry = next(f for f in manifest["files"] if f["precision"] == "int8_full")
+    assert entry["graph"] == "decoder" and entry["inputs"][0]["name"] == "indices"
+    parity = entry["parity"]
+    assert parity["max_abs_error"] < 0.05 and parity["psnr_db"] >= parity["psnr_bound_db"]
