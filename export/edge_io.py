@@ -917,8 +917,6 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
     if args.interpolate:
         raise EdgeError("--interpolate needs continuous codes; a VQ-VAE export draws "
                         "discrete code grids (use --n and --seed).")
-    if args.n < 1:
-        raise EdgeError(f"--n must be >= 1, got {args.n}")
     prior = manifest["prior"]
     try:
         grid_shape = tuple(int(d) for d in prior["grid_shape"])
@@ -938,16 +936,18 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
     return autoregressive_codes(run_logits, args.n, grid_shape, codebook_size, args.seed)
 
 
+def check_output_size(n: int, shape) -> None:
+    """Refuses `n` images of `shape` above what a sampler writes at once (any kind of model)."""
+    if n * math.prod(shape) > MAX_OUTPUT_VALUES:
+        raise EdgeError(
+            f"{n} images of shape {list(shape)} exceed the {MAX_OUTPUT_VALUES >> 18} MiB of "
+            "float32 images a sampler writes at once; ask for fewer with --n or --steps.")
+
+
 def codes(manifest: dict, args) -> np.ndarray:
     """The z the arguments ask for: prior draws or an interpolation path."""
     latent_dim = int(manifest["latent_dim"])
     prior = manifest.get("prior")
-    n = args.steps if args.interpolate else args.n
-    shape = manifest["image"]["shape"]
-    if n < 1 or n * math.prod(shape) > MAX_OUTPUT_VALUES:
-        raise EdgeError(
-            f"{n} images of shape {shape} exceed the {MAX_OUTPUT_VALUES >> 18} MiB of float32 "
-            "images a sampler writes at once; ask for fewer with --n or --steps.")
     if args.interpolate:
         return interpolate(args.interpolate[0], args.interpolate[1], args.steps, latent_dim,
                            prior)
@@ -979,6 +979,8 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         manifest = read_manifest(args.export_dir)
         entry = find_file(manifest, "decoder", fmt, args.precision)
         content = read_verified(args.export_dir, entry)
+        check_output_size(args.steps if args.interpolate else args.n,
+                          manifest["image"]["shape"])
         if is_code_model(manifest):  # a VQ-VAE: code grids from its autoregressive prior
             key, z = "indices", code_grids(manifest, args, fmt, load)  # (n, h, w) int32
         else:

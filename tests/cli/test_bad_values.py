@@ -33,15 +33,20 @@ def files(tmp_path_factory):
     vae.compile()
     saving.save_model(vae, root / "model.keras")
     keras_vae.export.export(vae, root / "export", formats="onnx", graphs=("decoder",))
-    # A huge-image manifest: every file checks out, the output size does not.
-    huge = root / "huge_export"
-    huge.mkdir()
-    for p in (root / "export").iterdir():
-        if p.is_file():
-            (huge / p.name).write_bytes(p.read_bytes())
-    manifest = json.loads((huge / "manifest.json").read_text())
-    manifest["image"]["shape"] = [4096, 4096, 1]
-    (huge / "manifest.json").write_text(json.dumps(manifest))
+    # Huge-image manifests of a VAE and of a VQ-VAE (code grids): every file checks out,
+    # the output size does not.
+    keras_vae.export.export(keras_vae.VQVAE(image_shape=(8, 8, 1), codebook_size=8,
+                                            code_dim=4, seed=0),
+                            root / "vq_export", formats="onnx", graphs=("decoder",))
+    for source, name in (("export", "huge_export"), ("vq_export", "huge_vq_export")):
+        huge = root / name
+        huge.mkdir()
+        for p in (root / source).iterdir():
+            if p.is_file():
+                (huge / p.name).write_bytes(p.read_bytes())
+        manifest = json.loads((huge / "manifest.json").read_text())
+        manifest["image"]["shape"] = [4096, 4096, 1]
+        (huge / "manifest.json").write_text(json.dumps(manifest))
     # An .npz whose header declares a terabyte array (the file is a few hundred bytes).
     with zipfile.ZipFile(root / "terabyte.npz", "w") as z:
         with z.open("x.npy", "w") as f:
@@ -177,6 +182,7 @@ SAMPLER_CASES = {
     "out parent is a file": (["--out", "{files}/model.keras/g.png"], "is not a directory"),
     "unknown precision": (["--precision", "int3"], "--precision: invalid choice"),
     "images too large": (["--export", "{files}/huge_export"], "exceed the 256 MiB"),
+    "code-grid images too large": (["--export", "{files}/huge_vq_export"], "exceed the 256 MiB"),
 }
 
 
