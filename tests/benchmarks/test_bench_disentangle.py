@@ -1,10 +1,6 @@
 """The disentanglement benchmark runs end to end (`--tiny`): both systems, the figures, pictures."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +11,8 @@ pytestmark = pytest.mark.slow  # a subprocess training two models
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_disentangle_tiny(tmp_path):
-    out = tmp_path / "disentangle.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    r = subprocess.run([sys.executable, "benchmarks/bench_disentangle.py", "--tiny", "--out",
-                        str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    result = json.loads(out.read_text())
-    for key in ("machine", "versions", "args", "load_average_before", "load_average_after"):
-        assert key in result
+def test_bench_disentangle_tiny(run_bench, tmp_path):
+    result, stdout = run_bench("bench_disentangle")
     assert [row["system"] for row in result["rows"]] == ["vae", "tcvae"]
     for row in result["rows"]:
         assert 0 <= row["mig"] <= 1 and 0 <= row["dci_disentanglement"] <= 1
@@ -44,4 +33,4 @@ def test_bench_disentangle_tiny(tmp_path):
     summary = {s["system"]: s for s in result["summary"]}
     assert summary["vae"]["mig_gain_vs_vae_mean"] == 0.0
     assert summary["tcvae"]["mig_gain_vs_vae_mean"] == pytest.approx(tcvae["mig"] - vae["mig"])
-    assert "| system |" in r.stdout
+    assert "| system |" in stdout

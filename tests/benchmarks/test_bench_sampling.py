@@ -1,9 +1,6 @@
 """The sampling benchmark runs end to end (`--tiny`) and reports consistent figures."""
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,14 +16,10 @@ RUNTIMES = [
 ]
 
 
-def test_bench_sampling_tiny(tmp_path):
-    out = tmp_path / "sampling.json"
-    r = subprocess.run([sys.executable, "benchmarks/bench_sampling.py", "--tiny", "--out",
-                        str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    result = json.loads(out.read_text())
+def test_bench_sampling_tiny(run_bench):
+    result, stdout = run_bench("bench_sampling", timeout=600)
     assert [row["runtime"] for row in result["rows"]] == RUNTIMES
-    assert "onnxruntime fp32 batch 1" in r.stdout and "| runtime |" in r.stdout
+    assert "onnxruntime fp32 batch 1" in stdout and "| runtime |" in stdout
 
     # The tiny conv decoder (latent 4, filters [4, 8], 8x8x1; dense 16 is the encoder's), by hand:
     # z (4) -> 2x2x8 grid, deconv 8->8 at 2x2, deconv 8->4 at 4x4, conv 4->1 at 8x8

@@ -1,10 +1,6 @@
 """`benchmarks/bench_serving.py` runs end to end on its `--tiny` setting (so it cannot rot)."""
 
-import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +9,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_bench_serving_tiny(tmp_path):
+def test_bench_serving_tiny(run_bench):
     pytest.importorskip("flask")
     pytest.importorskip("uvicorn")
-    out = tmp_path / "serving.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_serving.py"), "--tiny", "--out",
-         str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    for key in ("machine", "versions", "load_average_before", "load_average_after", "args",
-                "rows", "targets"):
-        assert key in result, key
+    result, stdout = run_bench("bench_serving", timeout=600)
+    assert "targets" in result
     rows = {(r["system"], r["task"]): r for r in result["rows"]}
     assert set(rows) == {(s, t) for s in ("ours", "ours-binary", "ours-one-worker",
                                           "ours-no-coalescing", "flask-predict")
@@ -47,4 +35,4 @@ def test_bench_serving_tiny(tmp_path):
         assert rows["ours-one-worker", task]["requests_per_onnx_call"] >= 1
         # CPU of the supervisor and its workers, not of the supervisor alone (~0).
         assert rows["ours", task]["server_cpu_per_request_ms"] > 0.05
-    assert "| ours | decode |" in proc.stdout
+    assert "| ours | decode |" in stdout

@@ -7,10 +7,7 @@ against closed forms.
 """
 
 import importlib.util
-import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,31 +22,14 @@ sys.path.insert(0, str(ROOT))
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
-def _run(script, tmp_path, *extra):
-    out = tmp_path / f"{script}.json"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--tiny", "--out", str(out),
-         *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    for key in ("machine", "versions", "threads", "load_average_before", "load_average_after",
-                "args", "rows"):
-        assert key in result, f"{script}: missing {key!r}"
-    assert result["machine"]["cores"] >= 1
-    assert result["versions"]["tensorflow"]
-    return result, proc.stdout
-
-
 def _positive(row, *keys):
     for key in keys:
         value = row[key]
         assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (key, row)
 
 
-def test_bench_training_tiny(tmp_path):
-    result, stdout = _run("bench_training", tmp_path, "--pipeline", "--systems", "ours-mlp",
+def test_bench_training_tiny(run_bench):
+    result, stdout = run_bench("bench_training", "--pipeline", "--systems", "ours-mlp",
                           "kerasio-conv", "torch-mlp")
     assert len(result["pipelines"]) == 2
     for row in result["pipelines"]:
@@ -68,8 +48,8 @@ def test_bench_training_tiny(tmp_path):
     assert "| system |" in stdout
 
 
-def test_bench_quality_tiny(tmp_path):
-    result, _ = _run("bench_quality", tmp_path)
+def test_bench_quality_tiny(run_bench):
+    result, _ = run_bench("bench_quality")
     runs = result["runs"]
     assert {r["seed"] for r in runs} == {0, 1}
     for r in runs:
@@ -81,8 +61,8 @@ def test_bench_quality_tiny(tmp_path):
         _positive(row, "neg_elbo_mean", "iwae_nll_mean", "epochs_mean")
 
 
-def test_roofline_tiny(tmp_path):
-    result, _ = _run("roofline", tmp_path, "--systems", "ours-mlp", "kerasio-conv")
+def test_roofline_tiny(run_bench):
+    result, _ = run_bench("roofline", "--systems", "ours-mlp", "kerasio-conv")
     _positive(result["peak"], "numpy_gflops", "tensorflow_gflops", "peak_gflops")
     rows = {r["system"]: r for r in result["rows"]}
     for row in rows.values():
@@ -172,8 +152,8 @@ def test_iwae_agrees_with_library_estimator(make_vae):
     assert abs(float(np.mean(ours - library))) < 0.06
 
 
-def test_bench_priors_tiny(tmp_path):
-    result, stdout = _run("bench_priors", tmp_path)
+def test_bench_priors_tiny(run_bench):
+    result, stdout = run_bench("bench_priors")
     systems = {row["system"] for row in result["rows"]}
     assert systems == {"normal", "mixture", "vamp", "normal+gmm"}
     for row in result["rows"]:
