@@ -42,7 +42,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import machine, systems  # noqa: E402
 
 machine.quiet_tensorflow()
 
@@ -83,26 +83,6 @@ def build(system: str, args, image_shape, seed: int):
     return model
 
 
-class EpochTimer:
-    """Wall seconds of each epoch (a Keras callback, made on first use)."""
-
-    def __new__(cls):
-        import keras
-
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds = []
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self._start = time.perf_counter()
-
-            def on_epoch_end(self, epoch, logs=None):
-                self.seconds.append(time.perf_counter() - self._start)
-
-        return _Timer()
-
-
 def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
     import keras_vae
     from keras_vae.export import edge_io
@@ -115,7 +95,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
         train = keras_vae.data.load(source, train_split, batch_size=args.batch_size,
                                     binarize="dynamic", seed=seed)
         model = build(system, args, tuple(reference.shape[1:]), seed)
-        timer = EpochTimer()
+        timer = systems.epoch_clock()
         start = time.perf_counter()
         history = model.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer]).history
         train_s = time.perf_counter() - start

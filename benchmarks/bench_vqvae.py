@@ -1,6 +1,7 @@
 """VQ-VAE on the shared MNIST digits: reconstruction, codebook use, prior bits, speed, edge latency.
 
-    python benchmarks/bench_vqvae.py --data /work/shared/data/mnist-8k --epochs 5 --seeds 0
+    python benchmarks/bench_vqvae.py --epochs 5 --seeds 0 1 2    # the shared MNIST digits
+    python benchmarks/bench_vqvae.py --tiny                      # seconds: the test's setting
 
 Trains a VQ-VAE (and, for the speed comparison, the plain conv VAE with the
 same batch and epochs) on `train[:7000]`, fits the PixelCNN code prior, and
@@ -10,44 +11,58 @@ figure (reconstruction NLL + code NLL, nats per image, an upper bound on
 squared error of the reconstruction means against the grayscale test
 images. Then exports to ONNX and times one whole sample (the 49-step
 autoregressive loop plus the decoder) at batch 1 in onnxruntime.
+
+Writes `benchmarks/results/vqvae.json` (or `--out`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import machine  # noqa: E402
+
+machine.quiet_tensorflow()
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import numpy as np  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae import code_prior, data, training  # noqa: E402
+from keras_vae import code_prior, data, training, vqvae  # noqa: E402
 from keras_vae.export import edge_io  # noqa: E402
 
 
-def images_per_second(model_class, config, source, epochs, seed, batch_size=64):
-    result = training.run(tempfile.mkdtemp() + "/run", dataset=source, split="train[:7000]",
-                          batch_size=batch_size, validation_split=0.0, model_class=model_class,
-                          model_config=config, epochs=epochs, seed=seed, verbose=0)
-    return result.model, 7000 * epochs / result.seconds
+def images_per_second(model_class, config, source, split, epochs, seed, batch_size=64):
+    """`(trained model, training images per second)` over `epochs` of `split`."""
+    images = len(data.load_arrays(source, split)[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = training.run(Path(tmp) / "run", dataset=source, split=split,
+                              batch_size=batch_size, validation_split=0.0,
+                              model_class=model_class, model_config=config, epochs=epochs,
+                              seed=seed, verbose=0)
+    return result.model, images * epochs / result.seconds
 
 
-def one_seed(source, epochs, prior_epochs, seed, pictures_dir=None):
+def one_seed(args, seed, pictures_dir=None):
+    source, train_split, test_split = machine.digit_splits(args)
+    epochs, prior_epochs = args.epochs, args.prior_epochs
     vq_config = {"codebook_size": 64, "code_dim": 16}
-    vq, vq_rate = images_per_second(keras_vae.VQVAE, vq_config, source, epochs, seed)
+    vq, vq_rate = images_per_second(keras_vae.VQVAE, vq_config, source, train_split, epochs,
+                                    seed)
     _, vae_rate = images_per_second(keras_vae.VAE, {"latent_dim": 16, "arch": "conv"}, source,
-                                    epochs, seed)
-    train = data.load(source, "train[:7000]", batch_size=256, binarize="static",
+                                    train_split, epochs, seed)
+    train = data.load(source, train_split, batch_size=256, binarize="static",
                       shuffle=False, seed=seed)
-    test = data.load(source, "train[7000:]", batch_size=256, binarize="static", shuffle=False,
+    test = data.load(source, test_split, batch_size=256, binarize="static", shuffle=False,
                      seed=seed)
-    gray, _ = data.load_arrays(source, "train[7000:]")
+    gray, _ = data.load_arrays(source, test_split)
     start = time.perf_counter()
     code_prior.train_prior(vq, train, epochs=prior_epochs, validation_data=test, seed=seed,
                            verbose=0)
@@ -55,7 +70,6 @@ def one_seed(source, epochs, prior_epochs, seed, pictures_dir=None):
     figure = code_prior.likelihood(vq, test)
     codes = vq.encode_indices(gray)
     counts = np.bincount(codes.reshape(-1), minlength=vq.codebook_size)
-    p = counts / counts.sum()
     mse = float(np.mean((vq.reconstruct(gray) - gray) ** 2))
     if pictures_dir:
         from keras_vae import pictures
@@ -76,7 +90,7 @@ def one_seed(source, epochs, prior_epochs, seed, pictures_dir=None):
         **{f"test_{k}": v for k, v in figure.items()},
         "test_mse_gray": mse,
         "test_codebook_usage": float(np.mean(counts > 0)),
-        "test_perplexity": float(np.exp(-np.sum(p[p > 0] * np.log(p[p > 0])))),
+        "test_perplexity": float(vqvae.perplexity(counts.astype("float32"))),
         "train_images_per_s_vqvae": vq_rate, "train_images_per_s_vae": vae_rate,
         "prior_fit_seconds": prior_seconds,
         "edge_sample_ms_batch1": latency,
@@ -117,20 +131,31 @@ def edge_latency(sessions, out, repeats=20):
     return 1000 * float(np.median(times))
 
 
-def main():
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/mnist-8k")
+    p.add_argument("--tiny", action="store_true", help="seconds: sklearn digits, 1 epoch")
+    p.add_argument("--data", default=str(machine.MNIST_8K), help="the shared MNIST digits")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--prior-epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--out", default=None, help="JSON file for the results")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/vqvae.json)")
     p.add_argument("--pictures", default=None, help="folder for sample/reconstruction PNGs")
-    args = p.parse_args()
-    rows = [one_seed(args.data, args.epochs, args.prior_epochs, s, args.pictures) for s in args.seeds]
-    print(json.dumps(rows, indent=1))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.epochs, args.prior_epochs, args.seeds = 1, 1, [0]
+    elif not (Path(args.data) / "images-idx3-ubyte.gz").exists():
+        print(f"bench_vqvae: error: the shared digits are not at {args.data}", file=sys.stderr)
+        return 2
+    run = machine.Run("vqvae", args)
+    rows = [one_seed(args, seed, args.pictures) for seed in args.seeds]
+    print(machine.table(rows, ["seed", "test_negative_elbo", "test_codebook_usage",
+                               "test_perplexity", "train_images_per_s_vqvae",
+                               "train_images_per_s_vae", "edge_sample_ms_batch1",
+                               "edge_equals_keras_max_abs"], floatfmt="{:.3g}"))
+    path = run.write({"mode": "tiny" if args.tiny else "full", "rows": rows}, args.out)
+    print(f"Wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

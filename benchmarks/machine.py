@@ -221,10 +221,11 @@ def mnist_source(prefer: str | None = None) -> str:
 
 def digit_splits(args) -> tuple[str, str, str]:
     """`(source, training split, held-out split)`: sklearn's 8x8 digits with `--tiny`, else
-    `args.data` (the shared MNIST digits: 7,000 to train on, 1,000 held out)."""
-    if args.tiny:
-        return "digits", "train[:1500]", "train[1500:]"
-    return str(args.data), "train[:7000]", "train[7000:]"
+    `args.data`, split by `systems.splits`."""
+    from benchmarks import systems
+
+    source = "digits" if args.tiny else str(args.data)
+    return (source, *systems.splits(source))
 
 
 def frechet_note(count: int, digits: str = "training digits") -> str:

@@ -163,3 +163,18 @@ def test_bench_priors_tiny(run_bench):
     gmm = next(r for r in result["rows"] if r["system"] == "normal+gmm")
     normal = next(r for r in result["rows"] if r["system"] == "normal")
     assert gmm["nll"] == normal["nll"]  # same model: only the sampler differs
+
+
+def test_bench_vqvae_tiny(run_bench):
+    result, stdout = run_bench("bench_vqvae")
+    (row,) = result["rows"]
+    _positive(row, "train_images_per_s_vqvae", "train_images_per_s_vae",
+              "edge_sample_ms_batch1", "test_reconstruction_nll", "test_perplexity")
+    assert row["test_negative_elbo"] == pytest.approx(
+        row["test_reconstruction_nll"] + row["test_code_nll"])
+    assert row["test_bits_per_grid"] == pytest.approx(row["test_code_nll"] / math.log(2))
+    # exp(entropy) of the code frequencies: between 1 and the number of codes used (of 64).
+    assert 1 - 1e-5 <= row["test_perplexity"] <= row["test_codebook_usage"] * 64 + 1e-3
+    assert row["edge_equals_keras_max_abs"] < 1e-4  # onnxruntime's loop = vq.sample
+    assert row["test_images"] == 297  # the held-out digits[1500:]
+    assert "| seed |" in stdout
