@@ -244,11 +244,12 @@ class VAE(BuiltModel):
             eps = self.sampling(q.mean if samples == 1 else ops.repeat(q.mean[None], samples, 0))
         z = q.sample(eps)  # (batch, latent_dim), or (K, batch, latent_dim)
         # Closed form where the prior has one, else log q(z) - log p(z) at the
-        # sample (for K samples, averaged over them).
-        kl = (ops.sum(kl_per_dim, axis=-1) if kl_per_dim is not None
-              else ops.mean(ops.reshape(self.prior.kl(q, z), (-1, ops.shape(q.mean)[0])), 0))
-        terms["kl_loss"] = kl
+        # sample (for K samples, minus the mean of their log-ratios, below).
+        if kl_per_dim is not None:
+            terms["kl_loss"] = ops.sum(kl_per_dim, axis=-1)
         if len(eps.shape) == 2:
+            if kl_per_dim is None:
+                terms["kl_loss"] = self.prior.kl(q, z)
             params = self.decode_params(z, labels, training=training)
             reconstruction = -self.likelihood.log_prob(target, params)  # (batch,)
             return {**terms, "reconstruction_loss": reconstruction, "z": z}
@@ -260,7 +261,9 @@ class VAE(BuiltModel):
                                     training=training)
         flat_target = ops.tile(target, (k,) + (1,) * (len(target.shape) - 1))
         log_likelihood = ops.reshape(self.likelihood.log_prob(flat_target, params), (k, -1))
-        log_ratio = self.prior.log_prob(z) - q.log_prob(z)  # (K, batch)
+        log_ratio = self.prior.log_prob(z) - q.log_prob(z)  # (K, batch), computed once
+        if kl_per_dim is None:
+            terms["kl_loss"] = -ops.mean(log_ratio, axis=0)
         return {**terms, "reconstruction_loss": -ops.mean(log_likelihood, axis=0), "z": z,
                 "log_likelihood": log_likelihood, "log_ratio": log_ratio}
 

@@ -228,3 +228,18 @@ def test_vamp_squash_is_saved_and_old_configs_load_as_sigmoid(make_vae, tmp_path
     np.testing.assert_allclose(old.prior.pseudo_inputs().numpy(), 0.5)  # sigmoid(0)
     with pytest.raises(ValueError, match="squash must be one of"):
         priors.VampPrior(squash="tanh")
+
+
+def test_monte_carlo_kl_with_k_samples_is_the_mean_over_samples(make_vae):
+    """With K samples and no closed form, kl_loss is -mean_k log_ratio (computed once), which
+    equals the mean of the prior's one-sample estimate at each of the K codes."""
+    vae = make_vae("mlp", latent_dim=3, prior="vamp", prior_options={"components": 4},
+                   iwae_k=4)
+    x = np.random.default_rng(0).random((5, 8, 8, 1), dtype=np.float32)
+    terms = vae.elbo_terms(x)
+    q = vae.posterior(x)
+    per_sample = [np.asarray(vae.prior.kl(q, terms["z"][k])) for k in range(4)]
+    np.testing.assert_allclose(terms["kl_loss"], np.mean(per_sample, axis=0), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(terms["kl_loss"], -np.mean(terms["log_ratio"], axis=0),
+                               rtol=1e-6, atol=1e-6)
