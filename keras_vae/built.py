@@ -41,3 +41,16 @@ class BuiltModel(keras.Model):
         if self.optimizer is not None and not self.optimizer.built:
             with self.distribute_strategy.scope():
                 self.optimizer.build(self.trainable_variables)
+
+
+def as_model(obj) -> keras.Model:
+    """A network given as a `keras.Model` or its serialized config (as `from_config` gets it).
+
+    Raises:
+        TypeError: `obj` is neither.
+    """
+    if isinstance(obj, dict):
+        obj = keras.saving.deserialize_keras_object(obj)
+    if not isinstance(obj, keras.Model):
+        raise TypeError(f"Expected a keras.Model (or its config), got {type(obj).__name__}")
+    return obj

@@ -83,8 +83,6 @@ def _objective_kwargs(args) -> dict:
     """VAE constructor arguments of the objective flags."""
     from keras_vae import objectives
 
-    if args.kl_warmup < 0:
-        raise ValueError(f"--kl-warmup must be >= 0 steps, got {args.kl_warmup}")
     schedule = None
     if args.kl_warmup:
         key = "steps" if args.kl_schedule == "linear" else "period"
@@ -110,8 +108,6 @@ def _variant(args) -> tuple[dict, dict]:
     from keras_vae import data
     from keras_vae.tcvae import TCVAE
 
-    if args.tc_beta < 0:
-        raise ValueError(f"--tc-beta must be >= 0, got {args.tc_beta}")
     if args.model != "vae":
         raise ValueError(f"--tc-beta makes a beta-TCVAE, a VAE; it does not apply to "
                          f"--model {args.model}.")
@@ -328,8 +324,6 @@ def cmd_train_prior(args):
     if not hasattr(model, "set_code_prior"):
         raise ValueError(f"{args.model} holds a {type(model).__name__}; train-prior needs a "
                          "VQ-VAE (keras-vae train --model vqvae).")
-    if args.epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     out = Path(args.out) if args.out else Path(args.model).parent / "model_prior.keras"
 
     def images(split):  # binarized once: Bernoulli likelihoods score binary images

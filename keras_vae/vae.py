@@ -10,7 +10,7 @@ from keras import ops
 from keras_vae import data as data_lib
 from keras_vae import distribute, likelihoods, networks, objectives, priors, saving
 from keras_vae import posterior as posterior_lib
-from keras_vae.built import BuiltModel
+from keras_vae.built import BuiltModel, as_model
 from keras_vae.posterior import Sampling
 from keras_vae.signatures import GraphSignature
 from keras_vae.version import __version__
@@ -108,8 +108,8 @@ class VAE(BuiltModel):
                 params_per_pixel=likelihood.params_per_pixel, **self.arch_options
             )
         else:
-            encoder = _as_model(encoder)
-            decoder = _as_model(decoder)
+            encoder = as_model(encoder)
+            decoder = as_model(decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.image_shape = tuple(int(d) for d in encoder.inputs[0].shape[1:])
@@ -451,11 +451,3 @@ class VAE(BuiltModel):
                 "+ KL) at z = z_mean + exp(z_log_var / 2) * eps; eps = 0 scores the "
                 "reconstruction at z_mean. Higher means more anomalous."),
         }
-
-
-def _as_model(obj):
-    if isinstance(obj, dict):
-        obj = keras.saving.deserialize_keras_object(obj)
-    if not isinstance(obj, keras.Model):
-        raise TypeError(f"Expected a keras.Model for encoder/decoder, got {type(obj).__name__}")
-    return obj

@@ -27,8 +27,9 @@ from keras import layers, ops
 
 from keras_vae import data as data_lib
 from keras_vae import distribute, priors
+from keras_vae.built import as_model
 from keras_vae.posterior import Sampling
-from keras_vae.vae import VAE, _as_model
+from keras_vae.vae import VAE
 
 
 def build_discriminator(image_shape, filters=(32, 64), units: int = 128,
@@ -189,7 +190,7 @@ class VAEGAN(VAE):
             except TypeError as e:
                 raise ValueError(f"Bad disc_options {self.disc_options}: {e}") from e
         else:
-            discriminator = _as_model(discriminator)
+            discriminator = as_model(discriminator)
         if tuple(int(d) for d in discriminator.inputs[0].shape[1:]) != self.image_shape:
             raise ValueError(f"The discriminator's input {discriminator.inputs[0].shape[1:]} "
                              f"does not match image_shape {self.image_shape}")

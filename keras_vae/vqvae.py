@@ -29,7 +29,7 @@ from keras import layers, ops
 
 from keras_vae import blocks, distribute, likelihoods, saving
 from keras_vae import data as data_lib
-from keras_vae.built import BuiltModel
+from keras_vae.built import BuiltModel, as_model
 from keras_vae.export import edge_io
 from keras_vae.signatures import GraphSignature
 from keras_vae.version import __version__
@@ -284,7 +284,7 @@ class VQVAE(BuiltModel):
             encoder, decoder = build_networks(image_shape, code_dim,
                                               likelihood.params_per_pixel, **self.arch_options)
         else:
-            encoder, decoder = _as_model(encoder), _as_model(decoder)
+            encoder, decoder = as_model(encoder), as_model(decoder)
         self.encoder = encoder
         self.decoder = decoder
         self.image_shape = tuple(int(d) for d in encoder.inputs[0].shape[1:])
@@ -299,7 +299,7 @@ class VQVAE(BuiltModel):
         self.likelihood = likelihood
         self.code_prior = None
         if code_prior is not None:
-            self.set_code_prior(_as_model(code_prior))
+            self.set_code_prior(as_model(code_prior))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.vq_tracker = keras.metrics.Mean(name="vq_loss")
@@ -553,9 +553,3 @@ def _without_compile(model):
     return config
 
 
-def _as_model(obj):
-    if isinstance(obj, dict):
-        obj = keras.saving.deserialize_keras_object(obj)
-    if not isinstance(obj, keras.Model):
-        raise TypeError(f"Expected a keras.Model, got {type(obj).__name__}")
-    return obj
