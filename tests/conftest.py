@@ -4,6 +4,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import contextlib  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import keras  # noqa: E402
@@ -80,3 +88,88 @@ def make_vae():
         return model
 
     return factory
+
+
+class ServeProcess:
+    """A `serve.py` subprocess on 127.0.0.1 (`--port 0`), with helpers to call it.
+
+    The server picks its own free port and prints it: no other process on the
+    machine can take the port between choosing and binding.
+
+    Args:
+        script: The `serve.py` to run (a device folder's copy, or export/serve.py).
+        export_dir: The export it serves.
+        flags: More command-line flags.
+        env: The process environment.
+        log_dir: Where its output goes (`.output()` reads it).
+    """
+
+    _count = 0
+
+    def __init__(self, script: Path, export_dir: Path, flags=(), env: dict | None = None,
+                 log_dir: Path | None = None):
+        ServeProcess._count += 1
+        self.host = "127.0.0.1"
+        log_dir = Path(log_dir or script.parent)
+        self.log = log_dir / f"server-{os.getpid()}-{ServeProcess._count}.log"
+        with open(self.log, "w") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(script), str(export_dir), "--port", "0", *map(str, flags)],
+                cwd=log_dir, env=env, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        self.port = None
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
+            if self.port is None:
+                found = re.search(r" on http://127\.0\.0\.1:(\d+) ", self.output())
+                self.port = int(found[1]) if found else None
+            if self.port is not None:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    if self.call("GET", "/v2/health/ready", timeout=2)[0] == 200:
+                        break
+            if time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(f"server not ready after 60 s: {self.output()}")
+            time.sleep(0.1)
+        self.url = f"{self.host}:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def call(self, method: str, path: str, body=None, headers=None, timeout: float = 20):
+        """`(status, headers (case-insensitive), body bytes)` of one request on its own
+        connection."""
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+    def json(self, method: str, path: str, body=None, headers=None):
+        status, _, raw = self.call(method, path, body, headers)
+        return status, json.loads(raw)
+
+    def stats(self) -> dict:
+        return self.json("GET", "/v1/stats")[1]
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def serve_process():
+    """`ServeProcess`: `serve_process(script, export_dir, flags, env, log_dir)` starts one."""
+    return ServeProcess

@@ -3,16 +3,9 @@
 The export package is imported in one place, `export_pkg`.
 """
 
-import contextlib
-import http.client
 import json
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -88,85 +81,19 @@ def _device_env(device: Path) -> dict:
             "HOME": str(device), "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
 
 
-class Server:
-    """A `serve.py` subprocess on 127.0.0.1, with helpers to call it.
-
-    The server picks its own free port (`--port 0`) and prints it: no other
-    process on the machine can take the port between choosing and binding.
-    """
-
-    _count = 0
-
-    def __init__(self, device: Path, export_dir: Path, flags=(), env: dict | None = None):
-        Server._count += 1
-        self.host = "127.0.0.1"
-        self.log = device / f"server-{os.getpid()}-{Server._count}.log"
-        with open(self.log, "w") as f:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(device / "serve.py"), str(export_dir), "--port", "0",
-                 *map(str, flags)],
-                cwd=device, env={**_device_env(device), **(env or {})}, stdout=f,
-                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        self.port = None
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
-            if self.port is None:
-                found = re.search(r" on http://127\.0\.0\.1:(\d+) ", self.output())
-                self.port = int(found[1]) if found else None
-            if self.port is not None:
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    if self.call("GET", "/v2/health/ready", timeout=2)[0] == 200:
-                        break
-            if time.monotonic() > deadline:
-                self.stop(signal.SIGKILL)
-                raise RuntimeError(f"server not ready after 60 s: {self.output()}")
-            time.sleep(0.1)
-        self.url = f"{self.host}:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def call(self, method: str, path: str, body=None, headers=None, timeout: float = 20):
-        """`(status, headers (case-insensitive), body bytes)` of one request on its own
-        connection."""
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **(headers or {})}
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return response.status, response.headers, response.read()
-        finally:
-            conn.close()
-
-    def json(self, method: str, path: str, body=None, headers=None):
-        status, _, raw = self.call(method, path, body, headers)
-        return status, json.loads(raw)
-
-    def stats(self) -> dict:
-        return self.json("GET", "/v1/stats")[1]
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+def _server(serve_process, device, export_dir, flags=(), env=None):
+    """`serve.py` of the 'device' folder (TensorFlow blocked) over `export_dir`."""
+    return serve_process(device / "serve.py", export_dir, flags,
+                         {**_device_env(device), **(env or {})}, log_dir=device)
 
 
 @pytest.fixture
-def start_server(device):
+def start_server(device, serve_process):
     """Factory: `start_server(export_dir, *flags, env=None) -> Server`, killed after the test."""
     servers = []
 
     def start(export_dir, *flags, env=None):
-        server = Server(device, export_dir, flags, env)
+        server = _server(serve_process, device, export_dir, flags, env)
         servers.append(server)
         return server
 
@@ -176,10 +103,10 @@ def start_server(device):
 
 
 @pytest.fixture(scope="module")
-def server(device, tiny, calibrated):
+def server(device, tiny, calibrated, serve_process):
     """The module's shared server over the calibrated tiny export (small limits)."""
-    server = Server(device, calibrated, ["--max-examples", 32, "--max-body-bytes", 200_000,
-                                         "--body-timeout-s", 1.0])
+    server = _server(serve_process, device, calibrated,
+                     ["--max-examples", 32, "--max-body-bytes", 200_000, "--body-timeout-s", 1.0])
     yield server
     server.stop(signal.SIGKILL)
 

@@ -1,15 +1,15 @@
 """Fixtures of the browser page's tests: where the page lives, a tiny export, a server for it.
 
 The page's paths and the server are fixed in one place each: `WEB_DIR` (the folder
-`export/web/` beside the device-side code) and the `page_server` fixture.
+`export/web/` beside the device-side code) and the `serve_page` fixture (the service itself,
+`export/serve.py`).
 """
 
 import importlib.util
 import json
 import os
-import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -97,16 +97,12 @@ def tiny_conditional_export(tmp_path_factory) -> Path:
 
 # ---------------------------------------------------------------- the server
 
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-          ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-          ".wasm": "application/wasm", ".json": "application/json", ".png": "image/png",
-          ".onnx": "application/octet-stream"}
-
 
 class OnnxScorer:
-    """The export's scorer.onnx at eps = 0, with a threshold, as `POST /v1/score` answers."""
+    """The export's scorer.onnx at eps = 0 called directly with onnxruntime: the reference
+    the page's scores (answered by the service) are held to."""
 
-    def __init__(self, export_dir: Path, manifest: dict, threshold: float | None):
+    def __init__(self, export_dir: Path, manifest: dict):
         import onnxruntime as ort
 
         entry = next(f for f in manifest["files"]
@@ -114,113 +110,62 @@ class OnnxScorer:
         self.session = ort.InferenceSession(str(export_dir / entry["path"]),
                                             providers=["CPUExecutionProvider"])
         self.latent_dim = int(manifest["latent_dim"])
-        self.shape = tuple(manifest["image"]["shape"])
-        self.meaning = manifest["graphs"]["scorer"]["meaning"]
-        self.threshold = threshold
         self.num_classes = int(manifest.get("num_classes") or 0)
 
     def scores(self, images, labels=None) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[1:] != self.shape:
-            raise ValueError(f"images must have shape (n, {', '.join(map(str, self.shape))}), "
-                             f"got {images.shape}")
-        if not np.all((images >= 0) & (images <= 1)):
-            raise ValueError("image values must be finite and in [0, 1]")
         feeds = {"image": images, "eps": np.zeros((len(images), self.latent_dim), np.float32)}
         if self.num_classes:
-            labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
-            if labels.shape != (len(images),) or np.any((labels < 0) | (labels >= self.num_classes)):
-                raise ValueError(f"a conditional export needs one label in [0, {self.num_classes}) "
-                                 "per image")
-            feeds["label"] = labels.astype(np.int32)
+            feeds["label"] = np.asarray(labels, dtype=np.int32)
         return self.session.run(None, feeds)[0]
-
-    def answer(self, body: dict) -> dict:
-        scores = self.scores(body["images"], body.get("labels"))
-        flags = [None if self.threshold is None else bool(s > self.threshold) for s in scores]
-        return {"scores": scores.tolist(), "threshold": self.threshold, "is_anomaly": flags,
-                "score": self.meaning}
-
-
-def _handler(export_dir: Path, manifest: dict, scorer: OnnxScorer):
-    files = {entry["path"]: export_dir / entry["path"] for entry in manifest["files"]}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # quiet
-            pass
-
-        def _send(self, status, body: bytes, content_type: str):
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status, obj):
-            self._send(status, json.dumps(obj).encode(), "application/json")
-
-        def _file(self, path: Path | None, root: Path):
-            if path is None or not path.is_file() or root.resolve() not in path.resolve().parents:
-                return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such file: {self.path}"})
-            self._send(HTTPStatus.OK, path.read_bytes(),
-                       _TYPES.get(path.suffix, "application/octet-stream"))
-
-        def do_GET(self):  # noqa: N802 (http.server's name)
-            path = self.path.split("?", 1)[0]
-            if path == "/":
-                return self._file(WEB_DIR / "index.html", WEB_DIR)
-            if path == "/manifest.json":
-                return self._json(HTTPStatus.OK, manifest)
-            if path.startswith("/web/"):
-                return self._file(WEB_DIR / path[len("/web/"):], WEB_DIR)
-            if path.startswith("/ort/"):
-                return self._file(ORT_DIST / path[len("/ort/"):], ORT_DIST)
-            if path.startswith("/files/"):
-                return self._file(files.get(path[len("/files/"):]), export_dir)
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no route {path}"})
-
-        def do_POST(self):  # noqa: N802
-            if self.path != "/v1/score":
-                return self._json(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
-            try:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                answer = scorer.answer(body)
-            except (ValueError, KeyError, TypeError) as e:
-                return self._json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-            self._json(HTTPStatus.OK, answer)
-
-    return Handler
 
 
 class PageServer:
-    """A test-only HTTP server of the page's URL contract on 127.0.0.1 (a free port)."""
+    """`export/serve.py`, the real service, serving `export_dir` and the page of `WEB_DIR`.
 
-    def __init__(self, export_dir: Path, threshold: float | None = None):
+    With a `threshold`, the service runs over a copy of the export whose manifest holds it
+    (as `keras-vae export --calibrate` writes it). `.url` is the page, `.scorer` the
+    reference scorer (onnxruntime called directly, not through the service).
+    """
+
+    def __init__(self, serve_process, workdir: Path, export_dir: Path,
+                 threshold: float | None = None):
         self.export_dir = Path(export_dir)
         self.manifest = json.loads((self.export_dir / "manifest.json").read_text())
-        self.scorer = OnnxScorer(self.export_dir, self.manifest, threshold)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0),
-                                         _handler(self.export_dir, self.manifest, self.scorer))
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.scorer = OnnxScorer(self.export_dir, self.manifest)
+        served = self.export_dir
+        if threshold is not None:
+            served = workdir / "export"
+            shutil.copytree(self.export_dir, served)
+            manifest = {**self.manifest, "anomaly": {
+                "score": "negative_elbo", "eps": "zeros", "threshold": float(threshold),
+                "quantile": None, "calibration_examples": 0,
+                "calibration_source": "a fixed test threshold"}}
+            (served / "manifest.json").write_text(json.dumps(manifest))
+        self._start = lambda: serve_process(
+            EXPORT_DIR / "serve.py", served, ["--web-dir", WEB_DIR],
+            {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}, log_dir=workdir)
+        self.process = None
 
     def __enter__(self):
-        self.thread.start()
+        self.process = self._start()
+        self.url = f"http://127.0.0.1:{self.process.port}/"
         return self
 
     def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self.process.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")
-def serve_page():
-    """`serve_page(export_dir, threshold=None)`: a context manager serving the page and the
-    export at `.url`, with its scorer at `.scorer` (swap here for export/serve.py)."""
-    return PageServer
+def serve_page(serve_process, tmp_path_factory):
+    """`serve_page(export_dir, threshold=None)`: a context manager running the service
+    (`export/serve.py`) over the export, the page at `.url`, the reference scorer at
+    `.scorer`."""
+
+    def start(export_dir, threshold=None):
+        return PageServer(serve_process, tmp_path_factory.mktemp("page"), export_dir, threshold)
+
+    return start
 
 
 # --------------------------------------------------------------- the browser
