@@ -46,6 +46,14 @@ def test_the_manifests_prior_gives_keras_z_bit_for_bit(kind):
     z_edge = edge_io.sample_prior(table, 50, 3, seed=9)
     drawn = vae.prior if vae.sampling_prior is None else vae.sampling_prior
     np.testing.assert_array_equal(z_edge, drawn.sample(50, 3, seed=9))
+    # The recipe written out with numpy alone: one generator, component choices first.
+    rng = np.random.default_rng(9)
+    w = np.asarray(table["weights"], np.float64)
+    k = np.searchsorted(np.cumsum(w) / np.sum(w), rng.random(50), side="right")
+    eps = rng.standard_normal((50, 3), dtype=np.float32)
+    by_hand = (np.asarray(table["means"], np.float32)[k]
+               + np.exp(np.asarray(table["log_vars"], np.float32)[k] / 2) * eps)
+    np.testing.assert_allclose(z_edge, by_hand, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(vae.sample(50, seed=9), vae.decode(z_edge).numpy(), atol=1e-6)
     # Not N(0, I): the draws follow the mixture's components.
     assert not np.allclose(z_edge, keras_vae.prior_z(50, 3, seed=9))

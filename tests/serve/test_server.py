@@ -7,6 +7,7 @@ clear 4xx while good requests between them keep their correct answers.
 """
 
 import gzip
+import inspect
 import io
 import json
 import os
@@ -325,7 +326,8 @@ def test_slow_and_vanishing_clients(server, calibrated):
     # A client that stops half-way through its body: 408 after --body-timeout-s (1 s) ...
     slow = socket.create_connection(("127.0.0.1", port))
     slow.sendall(request + b'{"inputs": [')
-    # ... while everybody else is served at once.
+    # ... while everybody else is served at once (the reference session made beforehand).
+    ort_session(calibrated / "decoder.onnx")
     start = time.perf_counter()
     _assert_good_decode(server, calibrated)
     assert time.perf_counter() - start < 0.9
@@ -575,7 +577,7 @@ def _wait_queued(server, model, count, timeout=10):
 
 def test_coalescing_batches_requests_and_keeps_rows_apart(start_server, tiny):
     _, export_dir = tiny
-    server = start_server(export_dir, "--batch-window-ms", 2000, "--max-batch", 64,
+    server = start_server(export_dir, "--batch-window-ms", 5000, "--max-batch", 64,
                           "--max-queue", 6)
     zs = [_z(i + 1, seed=i) for i in range(6)]  # requests of 1..6 codes
     threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
@@ -669,7 +671,7 @@ def _wait(condition, timeout=20, what="condition"):
         time.sleep(0.05)
 
 
-def test_workers_take_connections_in_turn_and_answer_alike(start_server, tiny):
+def test_workers_take_connections_in_turn_and_answer_alike(start_server, tiny, serve_lib):
     _, export_dir = tiny
     server = start_server(export_dir, "--workers", 2)
     stats = _worker_stats(server, 6)
@@ -680,7 +682,8 @@ def test_workers_take_connections_in_turn_and_answer_alike(start_server, tiny):
     for s in stats[:2]:
         assert s["worker"]["workers"] == 2 and s["limits"]["threads"] == 1
         assert not s["tensorflow_imported"]
-        assert s["gc"]["frozen_objects"] > 1000 and s["gc"]["thresholds"][0] == 20_000
+        gen0 = inspect.signature(serve_lib.settle_heap).parameters["gen0_threshold"].default
+        assert s["gc"]["frozen_objects"] > 1000 and s["gc"]["thresholds"][0] == gen0
     for pid in pids[:2]:  # the workers are the supervisor's children
         with open(f"/proc/{pid}/stat") as f:
             assert int(f.read().rsplit(")", 1)[1].split()[1]) == server.proc.pid
@@ -692,7 +695,7 @@ def test_workers_take_connections_in_turn_and_answer_alike(start_server, tiny):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_finishes_requests_in_flight(start_server, tiny, workers):
     _, export_dir = tiny
-    server = start_server(export_dir, "--workers", workers, "--batch-window-ms", 2000)
+    server = start_server(export_dir, "--workers", workers, "--batch-window-ms", 5000)
     pids = {s["worker"]["pid"] for s in _worker_stats(server, workers)}
     zs = [_z(2, seed=i) for i in range(4)]
     threads, results = _concurrent(server, [_infer_body("z", z) for z in zs])
@@ -703,7 +706,7 @@ def test_sigterm_finishes_requests_in_flight(start_server, tiny, workers):
     _wait(lambda: not _connects(server), timeout=5, what="no new connections once draining")
     _assert_decodes(export_dir, zs, threads, results)
     assert server.proc.wait(20) == 0, server.output()
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 15
     assert not any(_alive(pid) for pid in pids)
 
 
