@@ -67,7 +67,6 @@ class Graph:
         module: A `tf.Module` tracking the variables (for SavedModel/TFLite).
         inputs: `[(name, shape without batch, dtype)]`.
         outputs: Output names.
-        meaning: What the outputs are.
         rewrites: Layers traced in another exact form (`{rewrite: count}`).
     """
 
@@ -79,7 +78,6 @@ class Graph:
     module: tf.Module
     inputs: list
     outputs: tuple
-    meaning: str
     rewrites: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -157,8 +155,7 @@ def trace(model: keras.Model, name: str, *, subpixel: bool = False) -> Graph:
     model = float32_model(model)
     spec = get(model, name)
     body = spec.fn
-    graph = Graph(name, model, spec, None, None, tf.Module(), list(spec.inputs), spec.outputs,
-                  spec.meaning)
+    graph = Graph(name, model, spec, None, None, tf.Module(), list(spec.inputs), spec.outputs)
     # Build lazily-built layers eagerly, so tracing creates no variables.
     graph.keras_outputs(graph.random_inputs(1, np.random.default_rng(0)))
     graph.function = tf.function(body, input_signature=graph.input_signature, autograph=False)

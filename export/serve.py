@@ -344,11 +344,10 @@ class Model:
         entry: The file's manifest entry (input/output names, dtypes, shapes).
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
         content: The file's bytes as `edge_io.read_verified` checked them: the
-            session runs exactly what was checked (default: read and check now).
+            session runs exactly what was checked.
     """
 
-    def __init__(self, name: str, path: Path, entry: dict, threads: int = 1,
-                 content: bytes | None = None):
+    def __init__(self, name: str, path: Path, entry: dict, content: bytes, threads: int = 1):
         self.name = name
         self.path = path
         self.inputs = [TensorSpec.from_manifest(s) for s in entry["inputs"]]
@@ -360,8 +359,6 @@ class Model:
             options.intra_op_num_threads = threads
         if threads != 1:  # idle pool threads must not spin on the cores the event loop needs
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if content is None:
-            content = edge_io.read_verified(path.parent, entry)
         if edge_io.onnx_uses_external_data(content):
             raise edge_io.EdgeError(f"{entry['path']} keeps tensors in external data files, "
                                     "which the manifest's checksum does not cover; refused.")
@@ -583,8 +580,8 @@ class Service:
                 entry = edge_io.find_file(self.manifest, graph, "onnx", "fp32")
             except edge_io.EdgeError:
                 continue
-            model = Model(graph, self.export_dir / entry["path"], entry, self.limits.threads,
-                          content=edge_io.read_verified(self.export_dir, entry))
+            model = Model(graph, self.export_dir / entry["path"], entry,
+                          edge_io.read_verified(self.export_dir, entry), self.limits.threads)
             model.warm_up()
             self.models[graph] = model
         if not self.models:
@@ -612,7 +609,8 @@ class Service:
             if not path.exists() and not served:
                 log.warning("%s is listed in the manifest but absent; not served", path)
                 continue
-            edge_io.verify_file(self.export_dir, entry)
+            if not (served and entry.get("graph") in GRAPHS):  # those: when read to load
+                edge_io.verify_file(self.export_dir, entry)
             if path.is_file():
                 files[entry["path"]] = path
         return files
