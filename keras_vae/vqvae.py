@@ -138,8 +138,11 @@ class VectorQuantizer(layers.Layer):
 
     # ------------------------------------------------------------ updates
 
-    def update_ema(self, flat, indices):
+    def update_ema(self, flat, indices, counts=None):
         """One EMA step of the codebook on encoder outputs `flat` `(m, D)` and their codes.
+
+        `counts` `(N,)`: the codes' counts summed over replicas, when the step
+        has them already (default: summed here).
 
         `count = gamma * count + (1 - gamma) * n_i`, `sum = gamma * sum + (1 - gamma) * S_i`
         (`n_i` vectors chose code i, `S_i` is their sum; both summed over
@@ -147,7 +150,8 @@ class VectorQuantizer(layers.Layer):
         Laplace-smoothed: `(count_i + eps) / (total + N eps) * total`.
         """
         one_hot = ops.one_hot(indices, self.codebook_size)  # (m, N)
-        counts = _all_sum(ops.sum(one_hot, axis=0))  # (N,)
+        if counts is None:
+            counts = _all_sum(ops.sum(one_hot, axis=0))  # (N,)
         sums = _all_sum(ops.matmul(ops.transpose(one_hot), flat))  # (N, D)
         g = self.decay
         count = g * self.ema_count + (1.0 - g) * counts
@@ -161,13 +165,15 @@ class VectorQuantizer(layers.Layer):
     def restart_dead_codes(self, flat, counts):
         """Counts idle steps per code; re-initialises codes idle `restart_after` steps.
 
+        `counts` `(N,)` are the step's code counts summed over replicas.
+
         A restarted code becomes a random row of `flat` (this replica's
         encoder outputs) and its idle count starts again at zero.
 
         Returns:
             How many codes were restarted (a float32 scalar).
         """
-        used = _all_sum(counts) > 0
+        used = counts > 0
         idle = ops.where(used, 0.0, self.unused_steps + 1.0)
         if self.restart_after <= 0:
             self.unused_steps.assign(idle)
@@ -432,18 +438,19 @@ class VQVAE(BuiltModel):
             loss = self.optimizer.scale_loss(distribute.average_loss(per_example))
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
+        counts = _all_sum(terms["counts"])  # over replicas, once per step
         if self.quantizer.ema:
-            self.quantizer.update_ema(terms["flat"], terms["flat_indices"])
-        self.quantizer.restart_dead_codes(terms["flat"], terms["counts"])
-        return self._update_metrics(per_example, terms)
+            self.quantizer.update_ema(terms["flat"], terms["flat_indices"], counts)
+        self.quantizer.restart_dead_codes(terms["flat"], counts)
+        return self._update_metrics(per_example, terms, counts)
 
     def test_step(self, data):
         x, _, target = data_lib.unpack_batch(data, 0)
         terms = self.vq_terms(x, target, training=False)
-        return self._update_metrics(terms["reconstruction_loss"] + terms["vq_loss"], terms)
+        return self._update_metrics(terms["reconstruction_loss"] + terms["vq_loss"], terms,
+                                    _all_sum(terms["counts"]))
 
-    def _update_metrics(self, per_example, terms):
-        counts = _all_sum(terms["counts"])
+    def _update_metrics(self, per_example, terms, counts):
         self.loss_tracker.update_state(per_example)
         self.reconstruction_tracker.update_state(terms["reconstruction_loss"])
         self.vq_tracker.update_state(terms["vq_loss"])
