@@ -167,8 +167,10 @@ class VectorQuantizer(layers.Layer):
 
         `counts` `(N,)` are the step's code counts summed over replicas.
 
-        A restarted code becomes a random row of `flat` (this replica's
-        encoder outputs) and its idle count starts again at zero.
+        A restarted code becomes a random row of `flat`, the encoder outputs
+        of the whole step (gathered over replicas, in batch order, so every
+        replica restarts it to the same row, the row one device would pick),
+        and its idle count starts again at zero.
 
         Returns:
             How many codes were restarted (a float32 scalar).
@@ -179,6 +181,7 @@ class VectorQuantizer(layers.Layer):
             self.unused_steps.assign(idle)
             return ops.zeros((), "float32")
         dead = idle >= float(self.restart_after)  # (N,)
+        flat = _all_gather(flat)
         rows = keras.random.randint((self.codebook_size,), 0, ops.shape(flat)[0],
                                     seed=self.seed_generator)
         fresh = ops.take(flat, rows, axis=0)  # (N, D)
@@ -202,6 +205,14 @@ def _all_sum(value):
     if context is None:  # cross-replica context: already global
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _all_gather(value):
+    """`value` concatenated over replicas along its first axis (itself on one device)."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return value
+    return context.all_gather(value, axis=0)
 
 
 def perplexity(counts):

@@ -241,3 +241,64 @@ def test_cli_trains_a_vqvae_then_its_prior_then_exports_it(tmp_path, capsys):
                      "--out", str(tmp_path / "export")]) == 0
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
     assert sorted(e["graph"] for e in manifest["files"]) == ["decoder", "encoder", "prior"]
+
+
+MIRRORED_SCRIPT = textwrap.dedent('''
+    import json
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+    import keras_vae
+    from keras_vae import training
+
+    x = (np.random.default_rng(0).random((18, 8, 8, 1)) > 0.5).astype("float32")
+
+    def run(strategy, ema):
+        def make_model():
+            m = keras_vae.VQVAE(image_shape=(8, 8, 1), codebook_size=8, code_dim=4, seed=0,
+                                ema=ema, restart_after=1)
+            m.compile(keras.optimizers.SGD(0.05))
+            return m
+        ds = tf.data.Dataset.from_tensor_slices(x).batch(18)
+        model, history, _ = training.train(make_model, ds, epochs=2, strategy=strategy,
+                                           seed=0, verbose=0)
+        return model, history.history
+
+    def error(a, b):
+        return max(float(np.abs(np.asarray(u) - np.asarray(v)).max()) for u, v in zip(a, b))
+
+    ema = sys.argv[1] == "ema"  # one setting per process: strategies share collective keys
+    m1, h1 = run(tf.distribute.MirroredStrategy(["/cpu:0"]), ema)
+    m2, h2 = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), ema)
+    print("RESULT" + json.dumps({
+        "replicas": m2.distribute_strategy.num_replicas_in_sync,
+        "codebook_error": error([m1.quantizer.codebook], [m2.quantizer.codebook]),
+        "idle_error": error([m1.quantizer.unused_steps], [m2.quantizer.unused_steps]),
+        "weight_error": error(m1.trainable_variables, m2.trainable_variables),
+        "first_usage": float(h1["codebook_usage"][0]),
+        "losses_1": {k: float(v[-1]) for k, v in h1.items()},
+        "losses_2": {k: float(v[-1]) for k, v in h2.items()}}))
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codebook", ["ema", "gradient"])
+def test_two_replicas_take_the_step_of_one(tmp_path, codebook):
+    """Counts, EMA sums and dead-code bookkeeping are summed over replicas: a mirrored
+    two-replica step equals the one-device step (codebook, idle counts, metrics)."""
+    path = tmp_path / "script.py"
+    path.write_text(MIRRORED_SCRIPT)
+    proc = subprocess.run([sys.executable, str(path), codebook], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
+    out = json.loads(line[len("RESULT"):])
+    assert out["replicas"] == 2
+    assert out["first_usage"] < 1  # idle codes in the first step: restarted (restart_after=1)
+    assert out["codebook_error"] < 1e-5 and out["idle_error"] == 0, out
+    assert out["weight_error"] < 1e-5, out
+    for name, value in out["losses_1"].items():
+        assert out["losses_2"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
