@@ -144,7 +144,12 @@ def code_nll(vqvae, images, batch_size: int = 256) -> np.ndarray:
     Before a prior is trained the model samples uniform codes, and this is
     their NLL, `h * w * ln(codebook_size)` for every image.
     """
-    codes = vqvae.encode_indices(_images(images))
+    return grid_nll(vqvae, vqvae.encode_indices(_images(images)), batch_size)
+
+
+def grid_nll(vqvae, codes, batch_size: int = 256) -> np.ndarray:
+    """Negative log-likelihood of code grids `(n, h, w)` under the prior, nats, `(n,)`."""
+    codes = np.asarray(codes)
     if vqvae.code_prior is None:
         return np.full(len(codes), codes[0].size * np.log(vqvae.codebook_size))
     out = []
@@ -176,12 +181,13 @@ def likelihood(vqvae, images, batch_size: int = 256) -> dict:
         "images"}`.
     """
     x = _images(images)
-    recon = []
+    recon, grids = [], []
     for start in range(0, len(x), batch_size):
         terms = vqvae.vq_terms(ops.convert_to_tensor(x[start:start + batch_size]))
         recon.append(ops.convert_to_numpy(terms["reconstruction_loss"]))
+        grids.append(ops.convert_to_numpy(terms["indices"]))  # the nearest codes, c(x)
     recon = float(np.mean(np.concatenate(recon)))
-    codes = float(np.mean(code_nll(vqvae, x, batch_size)))
+    codes = float(np.mean(grid_nll(vqvae, np.concatenate(grids), batch_size)))
     return {"reconstruction_nll": recon, "code_nll": codes, "negative_elbo": recon + codes,
             "bits_per_grid": codes / float(np.log(2.0)), "images": int(len(x))}
 

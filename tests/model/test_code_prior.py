@@ -98,6 +98,13 @@ def test_train_prior_beats_uniform_codes_and_attaches_a_frozen_prior():
     want = -np.take_along_axis(logp, codes[..., None], -1).sum((1, 2, 3))
     np.testing.assert_allclose(nll, want, rtol=1e-4, atol=1e-5)
     assert bits == pytest.approx(float(np.mean(code_prior.code_nll(model, x))) / np.log(2))
+    # The likelihood figure scores the codes vq_terms found: the same as encode_indices'.
+    figure = code_prior.likelihood(model, x, batch_size=16)
+    assert figure["code_nll"] == pytest.approx(float(np.mean(code_prior.code_nll(model, x))),
+                                               rel=1e-6)
+    recon = model.vq_terms(tf.constant(x))["reconstruction_loss"].numpy()
+    assert figure["negative_elbo"] == pytest.approx(float(recon.mean()) + figure["code_nll"],
+                                                    rel=1e-5)
     assert model.sample_codes(2, seed=0).shape == (2, 2, 2)
     with pytest.raises(ValueError, match="code prior maps"):
         model.set_code_prior(code_prior.build((3, 3), 8, filters=4, blocks=1))
