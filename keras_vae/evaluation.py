@@ -58,35 +58,7 @@ def evaluate_elbo(model, dataset: tf.data.Dataset) -> dict:
     }
 
 
-def iterate_batches(model, data, labels=None, batch_size: int = 100):
-    """Yields checked `(x, labels, target)` batches from a dataset or an image array.
-
-    Images are validated (range, shape); a conditional model's labels are
-    required and range-checked. `target` is None unless a dataset yields
-    `(input, clean target)` pairs.
-    """
-    if isinstance(data, tf.data.Dataset):
-        if labels is not None:
-            raise ValueError("Pass labels inside the dataset ((image, label) batches), "
-                             "not as `labels=`.")
-        data = data_lib.check_dataset(data, model.image_shape)
-        data, _ = data_lib.guard_labels(data, None, model.num_classes)
-        for batch in data:
-            yield data_lib.unpack_batch(batch, model.num_classes)
-        return
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = data_lib.check_images(data, model.image_shape)
-    if model.num_classes:
-        if labels is None:
-            raise ValueError(f"This conditional VAE ({model.num_classes} classes) needs labels: "
-                             "pass `labels=`, one per image.")
-        labels = data_lib.check_labels(labels, model.num_classes, len(x))
-    else:
-        labels = None
-    for start in range(0, len(x), batch_size):
-        stop = start + batch_size
-        yield x[start:stop], None if labels is None else labels[start:stop], None
+iterate_batches = data_lib.iterate_batches  # where the uses of a model have called it
 
 
 def iwae_nll(model, data, k: int = 1000, chunk: int | None = None, seed: int = 0,

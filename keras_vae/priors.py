@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_vae import data as data_lib
@@ -477,7 +476,7 @@ def aggregate_codes(model, data, labels=None, codes: str = "mean", seed: int = 0
     if codes not in ("mean", "sample"):
         raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
     means, log_vars = [], []
-    for x, labels_b in _batches(model, data, labels, batch_size):
+    for x, labels_b, _ in data_lib.iterate_batches(model, data, labels, batch_size):
         mean, log_var = model.encode(x, labels_b)
         means.append(np.asarray(mean, np.float64))
         log_vars.append(np.asarray(log_var, np.float64))
@@ -556,28 +555,6 @@ def fit_codes(codes, components: int = 10, seed: int = 0, max_iter: int = 200,
                           random_state=seed, max_iter=max_iter, reg_covar=reg_covar).fit(z)
     return FittedMixture(gmm.weights_, gmm.means_, np.log(gmm.covariances_),
                          source=f"GaussianMixture(diag, K={components}) on {len(z)} {source}")
-
-
-def _batches(model, data, labels, batch_size):
-    """`(x, labels)` batches of a dataset or an image array, checked for the model."""
-    num_classes = int(getattr(model, "num_classes", 0))
-    if isinstance(data, tf.data.Dataset):
-        data = data_lib.check_dataset(data, model.image_shape)
-        for batch in data:
-            x, labels_b, _ = data_lib.unpack_batch(batch, num_classes)
-            yield x, labels_b
-        return
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = data_lib.check_images(data, model.image_shape)
-    if num_classes:
-        if labels is None:
-            raise ValueError(f"This conditional VAE ({num_classes} classes) needs labels: "
-                             "pass `labels=`, one per image.")
-        labels = data_lib.check_labels(labels, num_classes, len(x))
-    for start in range(0, len(x), batch_size):
-        stop = start + batch_size
-        yield x[start:stop], None if not num_classes else labels[start:stop]
 
 
 def prior_z(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ from keras_vae.data.checks import (
     check_labels,
     guard_inputs,
     guard_labels,
+    iterate_batches,
     label_assertion,
 )
 from keras_vae.data.pipeline import BINARIZE_MODES, load, prefetched
@@ -40,6 +41,6 @@ from keras_vae.data.sources import (
 __all__ = [
     "BINARIZE_MODES", "IMAGE_SUFFIXES", "NAMED_SOURCES", "PATH_SOURCES", "batched",
     "check_dataset", "check_images", "check_labels", "class_labels", "count_classes", "guard_inputs",
-    "guard_labels", "is_local", "label_assertion", "load", "load_arrays", "load_factors", "pack", "prefetched",
+    "guard_labels", "is_local", "iterate_batches", "label_assertion", "load", "load_arrays", "load_factors", "pack", "prefetched",
     "register", "shapes", "tfds_dataset", "unpack_batch",
 ]

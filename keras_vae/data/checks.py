@@ -11,6 +11,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from keras_vae.data.batches import unpack_batch
+
 # Datasets made by `load` from arrays that `check_images` passed: `check_dataset`
 # does not re-check their values batch by batch.
 AUTOTUNE = tf.data.AUTOTUNE
@@ -213,3 +215,34 @@ def guard_labels(x, y, num_classes: int):
             )
         check_labels(y, num_classes, len(x))
     return x, y
+
+
+def iterate_batches(model, data, labels=None, batch_size: int = 100):
+    """Yields checked `(x, labels, target)` batches from a dataset or an image array.
+
+    Images are validated (range, shape); a conditional model's labels are
+    required and range-checked. `target` is None unless a dataset yields
+    `(input, clean target)` pairs.
+    """
+    if isinstance(data, tf.data.Dataset):
+        if labels is not None:
+            raise ValueError("Pass labels inside the dataset ((image, label) batches), "
+                             "not as `labels=`.")
+        data = check_dataset(data, model.image_shape)
+        data, _ = guard_labels(data, None, model.num_classes)
+        for batch in data:
+            yield unpack_batch(batch, model.num_classes)
+        return
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    x = check_images(data, model.image_shape)
+    if model.num_classes:
+        if labels is None:
+            raise ValueError(f"This conditional VAE ({model.num_classes} classes) needs labels: "
+                             "pass `labels=`, one per image.")
+        labels = check_labels(labels, model.num_classes, len(x))
+    else:
+        labels = None
+    for start in range(0, len(x), batch_size):
+        stop = start + batch_size
+        yield x[start:stop], None if labels is None else labels[start:stop], None
