@@ -38,7 +38,6 @@ beside it (or in `--pictures`).
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import time
@@ -171,13 +170,6 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _quiet_retracing() -> None:
-    # Each model is traced once by the evaluation functions: expected here, not a warning.
-    import tensorflow as tf
-
-    tf.get_logger().setLevel(logging.ERROR)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 seed, 5 epochs")
@@ -211,7 +203,7 @@ def main(argv=None) -> int:
               "be >= 1 and --held-out at least one batch", file=sys.stderr)
         return 2
     run = machine.Run("disentangle", args)
-    _quiet_retracing()
+    machine.quiet_retracing()
     try:
         data = load_data(args)
     except ValueError as e:

@@ -37,7 +37,6 @@ Writes `benchmarks/results/priors.json` (or `--out`).
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import time
@@ -73,13 +72,6 @@ def sample_quality(model, data, seed: int) -> dict:
 
 
 SAMPLE_N = 2000  # real and generated images compared per system
-
-
-def _quiet_retracing() -> None:
-    # Each model is traced once by the evaluation functions: expected here, not a warning.
-    import tensorflow as tf
-
-    tf.get_logger().setLevel(logging.ERROR)
 
 
 def load_data(args):
@@ -240,7 +232,7 @@ def main(argv=None) -> int:
         print(f"bench_priors: error: the shared digits are not at {args.data}", file=sys.stderr)
         return 2
     run = machine.Run("priors", args)
-    _quiet_retracing()
+    machine.quiet_retracing()
     data = load_data(args)
     print(f"bench_priors ({mode}): {args.epochs} epochs, K = {args.iwae_k}, seeds {args.seeds}")
     rows = [row for seed in args.seeds for row in run_seed(seed, args, data)]

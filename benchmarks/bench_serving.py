@@ -56,7 +56,7 @@ from benchmarks import machine  # noqa: E402
 
 machine.quiet_tensorflow()
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = machine.ROOT
 SERVE = ROOT / "export" / "serve.py"
 FLASK = ROOT / "benchmarks" / "flask_predict.py"
 
@@ -155,8 +155,8 @@ SYSTEMS = {
 }
 
 
-def build_requests(system: str, task: str, codes, images) -> tuple[str, list[bytes]]:
-    """`(path, HTTP requests)`: one batch-1 request per code or image, in the system's API.
+def build_requests(system: str, task: str, codes, images) -> list[bytes]:
+    """HTTP requests: one batch-1 request per code or image, in the system's API.
 
     ours: KServe v2 JSON for decoding, `/v1/score` JSON for scoring; ours-binary:
     KServe v2 with the binary tensor extension (what tritonclient sends), the
@@ -195,7 +195,7 @@ def build_requests(system: str, task: str, codes, images) -> tuple[str, list[byt
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         requests.append((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}"
                          f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-    return path, requests
+    return requests
 
 
 def answer_numbers(request: bytes, port: int, task: str):
@@ -380,7 +380,7 @@ def main(argv=None) -> dict:
             for system in args.systems:
                 port = servers[SYSTEMS[system][0]].port
                 for task in args.tasks:
-                    requests[system, task] = build_requests(system, task, codes, images)[1]
+                    requests[system, task] = build_requests(system, task, codes, images)
                     # The same request gives the same numbers on every server.
                     got = answer_numbers(requests[system, task][0], port, task)
                     want = reference.setdefault(task, got)

@@ -32,6 +32,16 @@ _PACKAGES = ("numpy", "tensorflow", "keras", "keras-vae", "torch", "onnxruntime"
              "ai-edge-litert", "tf2onnx")
 
 
+def quiet_retracing() -> None:
+    """Silences TensorFlow's retracing notes: a benchmark traces each model's evaluation
+    functions once, as expected."""
+    import logging
+
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+
+
 def quiet_tensorflow() -> None:
     """Silences TensorFlow's C++ start-up logging (call before importing it)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
