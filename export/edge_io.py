@@ -148,7 +148,7 @@ def check_manifest(manifest: dict) -> dict:
             raise EdgeError(f"{MANIFEST}: {where} must be {what}; re-run the export.")
 
     prior = manifest.get("prior")
-    codes = isinstance(prior, dict) and prior.get("type") == "autoregressive_codes"
+    codes = is_code_model(manifest)
     need("latent_dim" in manifest and (
         _is_int(manifest["latent_dim"], 1, MAX_LATENT_DIM) or (codes and manifest["latent_dim"]
                                                                 is None)),
@@ -909,7 +909,7 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
     """A VQ-VAE's `(n, h, w)` int32 codes: the autoregressive loop over its prior graph.
 
     The prior file (`graph` in the manifest's prior table; uniform codes when
-    it is null) is verified and run at the sampler's precision.
+    it is null) is verified and run in fp32, whatever the decoder's precision.
 
     Raises:
         EdgeError: interpolation asked for, a bad `--n`, a missing or bad file.
