@@ -70,11 +70,7 @@ class DiagonalGaussian:
     def log_prob(self, z):
         """log q(z), summed over latent dimensions: `(batch,)` (or `(k, batch)`)."""
         z = ops.cast(z, "float32")
-        return ops.sum(
-            -0.5 * (ops.square(z - self.mean) * ops.exp(-self.log_var)
-                    + self.log_var + _LOG_2PI),
-            axis=-1,
-        )
+        return ops.sum(gaussian_log_density(z, self.mean, self.log_var), axis=-1)
 
 
 POSTERIORS = Registry("posterior", {"diagonal_gaussian": DiagonalGaussian})
@@ -93,10 +89,16 @@ def get(name: str = "diagonal_gaussian"):
 def standard_normal_log_prob(z):
     """log N(z; 0, I), summed over the last axis."""
     z = ops.cast(z, "float32")
-    return ops.sum(-0.5 * (ops.square(z) + _LOG_2PI), axis=-1)
+    return ops.sum(-0.5 * (ops.square(z) + LOG_2PI), axis=-1)
 
 
-_LOG_2PI = 1.8378770664093453
+def gaussian_log_density(z, mean, log_var):
+    """`log N(z; mean, exp(log_var))` per dimension, broadcasting (the one diagonal-Gaussian
+    density: posteriors, mixture priors, the beta-TCVAE's pairwise densities)."""
+    return -0.5 * (ops.square(z - mean) * ops.exp(-log_var) + log_var + LOG_2PI)
+
+
+LOG_2PI = 1.8378770664093453  # log(2 pi)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")

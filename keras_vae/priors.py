@@ -38,10 +38,13 @@ from keras import ops
 
 from keras_vae import data as data_lib
 from keras_vae.export import edge_io
-from keras_vae.posterior import clamp_log_var, standard_normal_log_prob
+from keras_vae.posterior import (
+    LOG_2PI,
+    clamp_log_var,
+    gaussian_log_density,
+    standard_normal_log_prob,
+)
 from keras_vae.registry import Registry
-
-_LOG_2PI = 1.8378770664093453
 
 
 class Prior(keras.layers.Layer):
@@ -111,7 +114,7 @@ class StandardNormal(Prior):
 
     def log_prob_per_dim(self, z):
         z = ops.cast(z, "float32")
-        return -0.5 * (ops.square(z) + _LOG_2PI)
+        return -0.5 * (ops.square(z) + LOG_2PI)
 
     def manifest(self, latent_dim: int) -> dict:
         return dict(edge_io.STANDARD_NORMAL)
@@ -132,8 +135,7 @@ def mixture_log_prob(z, log_weights, means, log_vars):
     z = ops.cast(z, "float32")[..., None, :]  # (..., 1, latent_dim)
     means = ops.cast(means, "float32")
     log_vars = ops.cast(log_vars, "float32")
-    per_component = ops.sum(  # (..., K)
-        -0.5 * (ops.square(z - means) * ops.exp(-log_vars) + log_vars + _LOG_2PI), axis=-1)
+    per_component = ops.sum(gaussian_log_density(z, means, log_vars), axis=-1)  # (..., K)
     return ops.logsumexp(per_component + ops.cast(log_weights, "float32"), axis=-1)
 
 

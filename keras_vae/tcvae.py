@@ -34,9 +34,8 @@ import math
 import keras
 from keras import ops
 
+from keras_vae.posterior import gaussian_log_density
 from keras_vae.vae import VAE
-
-_LOG_2PI = 1.8378770664093453
 
 
 def tc_decomposition(z, z_mean, z_log_var, dataset_size: int, log_prior_per_dim) -> dict:
@@ -57,12 +56,10 @@ def tc_decomposition(z, z_mean, z_log_var, dataset_size: int, log_prior_per_dim)
     mean = ops.cast(z_mean, "float32")
     log_var = ops.cast(z_log_var, "float32")
     # log q(z_ik | x_mk) for every pair (i, m) of the batch: (batch, batch, latent_dim).
-    pairs = -0.5 * (ops.square(z[:, None, :] - mean[None, :, :]) * ops.exp(-log_var[None])
-                    + log_var[None] + _LOG_2PI)
+    pairs = gaussian_log_density(z[:, None, :], mean[None, :, :], log_var[None])
     batch = ops.cast(ops.shape(z)[0], "float32")
     log_nm = ops.log(batch) + math.log(float(dataset_size))
-    log_q_given_x = ops.sum(  # (batch,): log q(z_i | x_i)
-        -0.5 * (ops.square(z - mean) * ops.exp(-log_var) + log_var + _LOG_2PI), axis=-1)
+    log_q_given_x = ops.sum(gaussian_log_density(z, mean, log_var), axis=-1)  # (batch,)
     log_q = ops.logsumexp(ops.sum(pairs, axis=-1), axis=1) - log_nm  # (batch,)
     log_q_marginals = ops.sum(ops.logsumexp(pairs, axis=1) - log_nm, axis=-1)  # (batch,)
     log_p = ops.sum(ops.cast(log_prior_per_dim, "float32"), axis=-1)  # (batch,)
