@@ -46,7 +46,8 @@ setup(
     python_requires=">=3.10",
     # `export/` is installed as keras_vae.export: the exporters, and the numpy-only
     # device code (edge samplers, server, browser page) that an export bundle copies.
-    packages=["keras_vae", "keras_vae.data", "keras_vae.export"],
+    packages=["keras_vae", "keras_vae.data", "keras_vae.parts", "keras_vae.models",
+              "keras_vae.training", "keras_vae.evaluation", "keras_vae.uses", "keras_vae.export"],
     package_dir={"keras_vae": "keras_vae", "keras_vae.export": "export"},
     package_data={"keras_vae.export": ["web/*.html", "web/*.js", "web/*.css", "web/*.json"]},
     install_requires=[

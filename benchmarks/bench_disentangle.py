@@ -10,7 +10,7 @@ images, which neither model saw:
 
 - MIG and DCI (disentanglement, completeness, informativeness) of the
   posterior means against the ground-truth factors
-  (`keras_vae.disentanglement.disentanglement_metrics`, DCI forests seeded
+  (`keras_vae.evaluation.disentanglement.disentanglement_metrics`, DCI forests seeded
   with the run's seed);
 - the negative ELBO (beta = 1, one z per image; `evaluation.evaluate_elbo`):
   the TCVAE is not trained on it, so it is the honest likelihood comparison;
@@ -98,7 +98,7 @@ def held_out_tc(model, x, batch_size: int, dataset_size: int) -> float:
     values = []
     for start in range(0, len(x) - batch_size + 1, batch_size):  # full batches only
         terms = model.elbo_terms(keras.ops.convert_to_tensor(x[start:start + batch_size]))
-        parts = keras_vae.tcvae.tc_decomposition(
+        parts = keras_vae.models.tcvae.tc_decomposition(
             terms["z"], terms["z_mean"], terms["z_log_var"], dataset_size,
             model.prior.log_prob_per_dim(terms["z"]))
         values.append(float(np.mean(keras.ops.convert_to_numpy(parts["total_correlation"]))))
@@ -111,9 +111,9 @@ def save_traversal(model, held_x, path: Path) -> list[int]:
 
     kl = np.asarray(keras_vae.evaluation.latent_statistics(model, held_x)["kl_per_dim"])
     dims = [int(d) for d in np.argsort(-kl)]  # most informative first
-    base = keras_vae.latent.encode_mean(model, held_x[:1])[0]
-    rows = keras_vae.latent.traversal(model, z=base, dims=dims, values=TRAVERSAL_VALUES)
-    keras_vae.pictures.save_traversal(rows, path)
+    base = keras_vae.uses.latent.encode_mean(model, held_x[:1])[0]
+    rows = keras_vae.uses.latent.traversal(model, z=base, dims=dims, values=TRAVERSAL_VALUES)
+    keras_vae.uses.pictures.save_traversal(rows, path)
     return dims
 
 
@@ -132,7 +132,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
         history = model.fit(train_x, batch_size=args.batch_size, epochs=args.epochs,
                             shuffle=True, verbose=0).history
         train_s = time.perf_counter() - start
-        scores = keras_vae.disentanglement.disentanglement_metrics(
+        scores = keras_vae.evaluation.disentanglement.disentanglement_metrics(
             model, held_x, held_factors, factor_names=names, seed=seed)
         elbo = keras_vae.evaluation.evaluate_elbo(model, held)
         stats = keras_vae.evaluation.latent_statistics(model, held_x)

@@ -20,7 +20,7 @@ mean log-density of the *held-out* codes (posterior means) under the sampling
 prior: how well the sampler covers where the aggregate posterior lies. That is
 not a sample-quality figure: that is the Frechet distance and precision/recall
 of 2,000 samples against 2,000 training digits (grey), in the features of a
-small classifier trained on the training digits (`keras_vae.quality`; not
+small classifier trained on the training digits (`keras_vae.evaluation.quality`; not
 Inception FID).
 
 Usage (from the repository root):
@@ -57,7 +57,7 @@ SYSTEMS = ("normal", "mixture", "vamp", "normal+gmm")
 def sample_quality(model, data, seed: int) -> dict:
     """Frechet distance, precision and recall of `model.sample` against the training digits.
 
-    In the features of the dataset's own small classifier (`keras_vae.quality`,
+    In the features of the dataset's own small classifier (`keras_vae.evaluation.quality`,
     trained once on the grey training digits and cached; not Inception FID),
     with as many samples as reference images (`SAMPLE_N`), the same reference
     and feature network for every system.
@@ -65,7 +65,7 @@ def sample_quality(model, data, seed: int) -> dict:
     import keras_vae
 
     reference, extractor = data[-1]
-    figures = keras_vae.quality.sample_metrics(model, reference, extractor=extractor,
+    figures = keras_vae.evaluation.quality.sample_metrics(model, reference, extractor=extractor,
                                                n=len(reference), seed=seed)
     return {"frechet": figures["fid"], "precision": figures["precision"],
             "recall": figures["recall"]}
@@ -85,7 +85,7 @@ def load_data(args):
                                        shuffle=False, seed=0)
     # Sample quality: grey training digits, and the classifier whose features compare them.
     grey, labels = keras_vae.data.load_arrays(source, train_split)
-    extractor = keras_vae.quality.feature_extractor(grey, labels, seed=0,
+    extractor = keras_vae.evaluation.quality.feature_extractor(grey, labels, seed=0,
                                                     epochs=2 if args.tiny else 20)
     pick = np.random.default_rng(0).choice(len(grey), min(SAMPLE_N, len(grey)), replace=False)
     return source, train_split, test, test_x, train_static, (grey[pick], extractor)
@@ -101,7 +101,7 @@ def build(system: str, args, image_shape, seed: int, train_static):
     # KL warm-up (Tomczak & Welling, 2018), the same for every system: the KL weight
     # rises linearly from 0 to 1 over the first `--warmup-epochs` epochs.
     steps = args.warmup_epochs * args.steps_per_epoch
-    schedule = keras_vae.objectives.get("linear", steps=steps) if steps else None
+    schedule = keras_vae.parts.objectives.get("linear", steps=steps) if steps else None
     vae = keras_vae.VAE(image_shape=image_shape, latent_dim=args.latent_dim, arch="mlp",
                         arch_options={"hidden_units": args.hidden_units}, prior=prior,
                         prior_options=options, seed=seed, kl_schedule=schedule)
@@ -132,7 +132,7 @@ def held_out_code_density(model, test_x) -> float:
     """Mean log-density of the held-out posterior means under the model's sampling prior."""
     import keras_vae
 
-    codes = keras_vae.priors.aggregate_codes(model, test_x)
+    codes = keras_vae.parts.priors.aggregate_codes(model, test_x)
     prior = model.prior if model.sampling_prior is None else model.sampling_prior
     return float(np.mean(prior.log_prob(codes)))
 
@@ -149,7 +149,7 @@ def run_seed(seed: int, args, data) -> list[dict]:
         start = time.perf_counter()
         if system == "normal+gmm":
             model = trained["normal"]  # --systems keeps normal+gmm with normal
-            model.sampling_prior = keras_vae.priors.fit_mixture(
+            model.sampling_prior = keras_vae.parts.priors.fit_mixture(
                 model, train_static, components=args.gmm_components, seed=seed)
             train_s = time.perf_counter() - start
         else:

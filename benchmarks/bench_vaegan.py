@@ -9,7 +9,7 @@ Reported per model:
 
 - sample quality: Frechet distance, precision and recall of `SAMPLE_N`
   samples (image means) against as many grey training digits, in the features
-  of the small classifier `keras_vae.quality` trains on the training digits
+  of the small classifier `keras_vae.evaluation.quality` trains on the training digits
   (not Inception FID);
 - the pixel negative ELBO on the 1,000 held-out digits (`train[7000:]`,
   binarized once): the VAE-GAN is not trained on it, so it is the honest
@@ -57,7 +57,7 @@ def load_data(args):
     test = keras_vae.data.load(source, test_split, batch_size=100, binarize="static",
                                shuffle=False, seed=0)
     grey, labels = keras_vae.data.load_arrays(source, train_split)
-    extractor = keras_vae.quality.feature_extractor(grey, labels, seed=0,
+    extractor = keras_vae.evaluation.quality.feature_extractor(grey, labels, seed=0,
                                                     epochs=2 if args.tiny else 20)
     pick = np.random.default_rng(0).choice(len(grey), min(SAMPLE_N, len(grey)), replace=False)
     return source, train_split, test, grey[pick], extractor
@@ -101,7 +101,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
         train_s = time.perf_counter() - start
         steady = timer.seconds[1:] or timer.seconds
         elbo = keras_vae.evaluation.evaluate_elbo(model, test)
-        quality = keras_vae.quality.sample_metrics(model, reference, extractor=extractor,
+        quality = keras_vae.evaluation.quality.sample_metrics(model, reference, extractor=extractor,
                                                    n=len(reference), seed=seed)
         row = {"system": system, "seed": seed, "epochs": args.epochs,
                "train_s": round(train_s, 1),
@@ -118,7 +118,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
     left, right = (edge_io.grid(samples[s]) for s in SYSTEMS)
     gap = np.full((left.shape[0], 8, *left.shape[2:]), 255, np.uint8)
     picture = pictures_dir / f"samples_{seed}.png"
-    keras_vae.pictures.save_png(np.concatenate([left, gap, right], axis=1), picture, scale=3)
+    keras_vae.uses.pictures.save_png(np.concatenate([left, gap, right], axis=1), picture, scale=3)
     print(f"  seed {seed}: {picture} (left: VAE, right: VAE-GAN, same prior draws)")
     return rows
 

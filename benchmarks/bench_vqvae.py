@@ -35,8 +35,10 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae import code_prior, data, training, vqvae  # noqa: E402
+from keras_vae import data, training  # noqa: E402
 from keras_vae.export import edge_io  # noqa: E402
+from keras_vae.models import vqvae  # noqa: E402
+from keras_vae.parts import code_prior  # noqa: E402
 
 
 def images_per_second(model_class, config, source, split, epochs, seed, batch_size=64):
@@ -72,7 +74,7 @@ def one_seed(args, seed, pictures_dir=None):
     counts = np.bincount(codes.reshape(-1), minlength=vq.codebook_size)
     mse = float(np.mean((vq.reconstruct(gray) - gray) ** 2))
     if pictures_dir:
-        from keras_vae import pictures
+        from keras_vae.uses import pictures
 
         Path(pictures_dir).mkdir(parents=True, exist_ok=True)
         pictures.save_grid(vq.sample(64, seed=seed), Path(pictures_dir) / f"samples-{seed}.png")

@@ -241,7 +241,7 @@ def digit_splits(args) -> tuple[str, str, str]:
 def frechet_note(count: int, digits: str = "training digits") -> str:
     """What a benchmark's `frechet` figure is, for its JSON `notes`."""
     return ("Frechet distance in the features of a small classifier trained on the training "
-            f"digits (keras_vae.quality), not Inception FID; against {count} {digits}")
+            f"digits (keras_vae.evaluation.quality), not Inception FID; against {count} {digits}")
 
 
 def summarize(rows: list[dict], systems, keys, *, group: str = "system") -> list[dict]:

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import anomaly as anomaly_lib
-from keras_vae import evaluation
+from keras_vae import data as data_lib
 from keras_vae.export import graphs as graphs_lib
 from keras_vae.export import manifest as manifest_lib
 from keras_vae.export.edge_io import read_manifest
+from keras_vae.uses import anomaly as anomaly_lib
 
 SCORE = "negative_elbo"
 EPS = "zeros"
@@ -56,7 +56,7 @@ def scores(model, images, labels=None, batch_size: int = 256) -> np.ndarray:
     """
     model = graphs_lib.float32_model(model)
     out = []
-    for x, labels_b, _ in evaluation.iterate_batches(model, images, labels, batch_size):
+    for x, labels_b, _ in data_lib.iterate_batches(model, images, labels, batch_size):
         x = tf.convert_to_tensor(x, tf.float32)
         eps = tf.zeros((tf.shape(x)[0], model.latent_dim), tf.float32)  # (batch, latent_dim)
         out.append(_negative_elbo(model, x, labels_b, eps).numpy())

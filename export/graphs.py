@@ -1,7 +1,7 @@
 """Tracing a model's export graphs as float32 `tf.function`s of explicit inputs.
 
 The model lists what it exports (`model.export_graphs()`, a dict of
-`keras_vae.signatures.GraphSignature`): a VAE offers `decoder`, `encoder` and
+`keras_vae.models.signatures.GraphSignature`): a VAE offers `decoder`, `encoder` and
 `scorer`; another family lists its own. This module traces each one with a
 dynamic batch, refuses random ops (noise is an input or is drawn outside),
 and hands the result to the format converters.
@@ -19,7 +19,7 @@ import tensorflow as tf
 from keras_vae.export import edge_io
 from keras_vae.export.errors import ExportError
 from keras_vae.export.subpixel import transposed_convs_as_subpixel
-from keras_vae.signatures import GraphSignature
+from keras_vae.models.signatures import GraphSignature
 
 BATCH = None  # every exported graph has a dynamic batch dimension
 

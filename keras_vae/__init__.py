@@ -19,52 +19,40 @@ the docs use. The layers, bottom up (imports only point down):
 - on top, the entry points `cli` and `demo`.
 """
 
+import sys as _sys
+
 from keras_vae.version import __version__  # noqa: I001 (first: a leaf every module may read)
-from keras_vae import (
-    anomaly,
-    augmentation,
-    blocks,
-    built,
-    callbacks,
-    code_prior,
-    corruption,
-    data,
-    disentanglement,
-    distribute,
-    evaluation,
-    export,
-    files,
-    latent,
-    likelihoods,
-    networks,
-    objectives,
-    pictures,
-    posterior,
-    priors,
-    quality,
-    registry,
-    saving,
-    sequences,
-    signatures,
-    tcvae,
-    training,
-    vaegan,
-    vqvae,
-)
-from keras_vae.likelihoods import Bernoulli, Gaussian, GaussianPixel
-from keras_vae.posterior import DiagonalGaussian, Sampling
-from keras_vae.priors import FittedMixture, MixturePrior, StandardNormal, VampPrior, prior_z
-from keras_vae.tcvae import TCVAE
-from keras_vae.vae import VAE
-from keras_vae.vaegan import VAEGAN
-from keras_vae.vqvae import VQVAE, VectorQuantizer
+
+
+def _device_command() -> bool:
+    """True in `keras-vae serve`: the server is device-side code and needs no TensorFlow."""
+    from pathlib import Path
+
+    return Path(_sys.argv[0]).name.startswith("keras-vae") and _sys.argv[1:2] == ["serve"]
+
+
+if not _device_command():
+    from keras_vae import backend as _backend
+
+    _backend.quiet_import()
+    from keras_vae import data, files, registry, saving  # noqa: I001 (in dependency order)
+    from keras_vae import parts, models, evaluation, uses, training, export
+    from keras_vae.models import VAE, TCVAE, VAEGAN, VQVAE
+    from keras_vae.models.vqvae import VectorQuantizer
+    from keras_vae.parts.likelihoods import Bernoulli, Gaussian, GaussianPixel
+    from keras_vae.parts.posterior import DiagonalGaussian, Sampling
+    from keras_vae.parts.priors import (
+        FittedMixture,
+        MixturePrior,
+        StandardNormal,
+        VampPrior,
+        prior_z,
+    )
 
 __all__ = [
     "VAE", "TCVAE", "VAEGAN", "VQVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
     "GaussianPixel", "MixturePrior", "Sampling", "StandardNormal", "VampPrior",
     "VectorQuantizer", "__version__", "prior_z",
-    "anomaly", "augmentation", "blocks", "built", "callbacks", "code_prior", "corruption", "data",
-    "disentanglement", "distribute", "evaluation", "export", "files", "latent", "likelihoods",
-    "networks", "objectives", "pictures", "posterior", "priors", "quality", "registry",
-    "saving", "sequences", "signatures", "tcvae", "training", "vaegan", "vqvae",
+    "data", "evaluation", "export", "files", "models", "parts", "registry", "saving", "training",
+    "uses",
 ]

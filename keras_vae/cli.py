@@ -63,7 +63,7 @@ def _binarize_arg(value):
 
 
 def add_objective_args(p):
-    from keras_vae import objectives
+    from keras_vae.parts import objectives
 
     p.add_argument("--kl-warmup", type=non_negative_int, default=0, metavar="STEPS",
                    help="KL warm-up length in optimizer steps (the cycle length for "
@@ -81,7 +81,7 @@ def add_objective_args(p):
 
 def _objective_kwargs(args) -> dict:
     """VAE constructor arguments of the objective flags."""
-    from keras_vae import objectives
+    from keras_vae.parts import objectives
 
     schedule = None
     if args.kl_warmup:
@@ -106,7 +106,7 @@ def _variant(args) -> tuple[dict, dict]:
     if args.tc_beta is None:
         return {}, {}
     from keras_vae import data
-    from keras_vae.tcvae import TCVAE
+    from keras_vae.models.tcvae import TCVAE
 
     if args.model != "vae":
         raise ValueError(f"--tc-beta makes a beta-TCVAE, a VAE; it does not apply to "
@@ -207,7 +207,7 @@ def cmd_evaluate(args):
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
     if hasattr(model, "set_code_prior"):  # a VQ-VAE: reconstruction + code NLL
-        from keras_vae import code_prior
+        from keras_vae.parts import code_prior
 
         if args.iwae_k:
             raise ValueError("--iwae-k applies to a VAE; a VQ-VAE's posterior is one-hot.")
@@ -225,7 +225,8 @@ def cmd_evaluate(args):
 
 def _sample_metrics(model, args) -> dict:
     """Frechet distance, precision and recall in the features of the dataset's own classifier."""
-    from keras_vae import data, quality
+    from keras_vae import data
+    from keras_vae.evaluation import quality
 
     x_ref, y_ref = data.load_arrays(args.dataset, args.reference_split)
     if y_ref is None or (y_ref < 0).any():
@@ -239,7 +240,8 @@ def _sample_metrics(model, args) -> dict:
 
 def _disentanglement(model, args) -> dict:
     """MIG and DCI of the posterior means against the source's ground-truth factors."""
-    from keras_vae import data, disentanglement
+    from keras_vae import data
+    from keras_vae.evaluation import disentanglement
 
     factors = data.load_factors(args.dataset, args.split)
     x, _ = data.load_arrays(args.dataset, args.split)
@@ -252,7 +254,8 @@ def _disentanglement(model, args) -> dict:
 def cmd_score(args):
     import numpy as np
 
-    from keras_vae import anomaly, data, files, saving
+    from keras_vae import data, files, saving
+    from keras_vae.uses import anomaly
 
     model = saving.load_model(args.model, compile=False)
 
@@ -278,7 +281,8 @@ def cmd_score(args):
 def cmd_sample(args):
     import numpy as np
 
-    from keras_vae import files, pictures, saving
+    from keras_vae import files, saving
+    from keras_vae.uses import pictures
 
     model = saving.load_model(args.model, compile=False)
     images = model.sample(args.n, seed=args.seed, class_ids=args.class_ids)
@@ -293,7 +297,8 @@ def cmd_sample(args):
 def cmd_fit_prior(args):
     import numpy as np
 
-    from keras_vae import data, priors, saving
+    from keras_vae import data, saving
+    from keras_vae.parts import priors
 
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it.")
@@ -318,7 +323,8 @@ def cmd_fit_prior(args):
 def cmd_train_prior(args):
     from pathlib import Path
 
-    from keras_vae import code_prior, data, files, saving
+    from keras_vae import data, files, saving
+    from keras_vae.parts import code_prior
 
     model = saving.load_model(args.model)
     if not hasattr(model, "set_code_prior"):
@@ -378,17 +384,9 @@ def _calibrate(model, args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keras_vae import (
-        __version__,
-        anomaly,
-        data,
-        distribute,
-        export,
-        likelihoods,
-        networks,
-        priors,
-        training,
-    )
+    from keras_vae import __version__, data, export, training
+    from keras_vae.parts import distribute, likelihoods, networks, priors
+    from keras_vae.uses import anomaly
 
     parser = argparse.ArgumentParser(prog="keras-vae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keras-vae {__version__}")

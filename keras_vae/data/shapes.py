@@ -4,7 +4,7 @@ Every image is one shape (square, ellipse or heart) drawn from five factors:
 shape, scale, orientation, posX and posY; the colour variant adds the
 object's hue and the background's brightness. The images are rendered with
 numpy alone (no download, no PIL), deterministically for a seed, so
-disentanglement metrics (`keras_vae.disentanglement`) can be checked against
+disentanglement metrics (`keras_vae.evaluation.disentanglement`) can be checked against
 ground truth.
 
 Symmetries, as in dSprites: a square looks the same after a quarter turn and

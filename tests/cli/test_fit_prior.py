@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae import cli, priors
+from keras_vae import cli
+from keras_vae.parts import priors
 
 TINY = ["--dataset", "digits", "--split", "train[:256]", "--arch", "mlp", "--latent-dim", 3,
         "--arch-options", '{"hidden_units": [16]}', "--epochs", 1, "--batch-size", 64,

@@ -129,7 +129,7 @@ def test_digits_binarization_modes():
 def test_pipelines_run_without_the_autotune_thread():
     """Deleting an iterator waits for tf.data's autotune thread (see `data.prefetched`)."""
     import keras_vae
-    from keras_vae import augmentation, corruption
+    from keras_vae.uses import augmentation, corruption
 
     train, val = data.load("digits", batch_size=100, validation_fraction=0.1)
     pairs = corruption.denoising_pairs(data.load_arrays("digits")[0][:50], batch_size=10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import mutual_info_score
 
-from keras_vae import disentanglement as dis
+from keras_vae.evaluation import disentanglement as dis
 
 SIZES = (3, 6, 10, 8, 16)  # at most 20 values each, so MIG's 20 bins can separate them
 

@@ -84,7 +84,7 @@ def trained():
 def test_iwae_below_neg_elbo_and_converging(trained):
     model, x = trained
     # The negative ELBO with many samples per example (the expectation, not one draw).
-    neg_elbo = float(np.mean(keras_vae.anomaly.neg_elbo_score(model, x, k=200, seed=5)))
+    neg_elbo = float(np.mean(keras_vae.uses.anomaly.neg_elbo_score(model, x, k=200, seed=5)))
     means = {k: float(np.mean(evaluation.iwae_nll(model, x, k=k, seed=3)))
              for k in (1, 10, 100, 1000, 5000)}
     assert means[1] == pytest.approx(neg_elbo, abs=0.5)  # K = 1 is the ELBO

@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial.distance import cdist
 
 import keras_vae
-from keras_vae import quality
+from keras_vae.evaluation import quality
 
 
 def _spd(d, seed):

@@ -21,9 +21,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 import keras_vae
 import keras_vae.export
-from keras_vae import pictures
 from keras_vae.export import edge_io, parity
 from keras_vae.export.litert_format import op_names
+from keras_vae.uses import pictures
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPORT_SRC = ROOT / "export"

@@ -10,8 +10,8 @@ import pytest
 
 import keras_vae
 import keras_vae.export
-from keras_vae import priors
 from keras_vae.export import edge_io, manifest
+from keras_vae.parts import priors
 
 
 def tiny_vae(prior="standard_normal", **kwargs):

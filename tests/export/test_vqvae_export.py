@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae import code_prior
 from keras_vae.export import edge_io
 from keras_vae.export import manifest as manifest_lib
-from keras_vae.vqvae import VQVAE
+from keras_vae.models.vqvae import VQVAE
+from keras_vae.parts import code_prior
 
 
 def _images(n=48, seed=0):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae import code_prior
 from keras_vae.export import edge_io
-from keras_vae.vqvae import VQVAE
+from keras_vae.models.vqvae import VQVAE
+from keras_vae.parts import code_prior
 
 
 def test_mask_types():

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from keras_vae import likelihoods
-from keras_vae.posterior import DiagonalGaussian, standard_normal_log_prob
+from keras_vae.parts import likelihoods
+from keras_vae.parts.posterior import DiagonalGaussian, standard_normal_log_prob
 
 
 def _softplus(v):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae import cli, evaluation, objectives
+from keras_vae import cli, evaluation
 from keras_vae.data import load_arrays
+from keras_vae.parts import objectives
 
 
 def _digits_binary(n=None):

@@ -6,8 +6,8 @@ import pytest
 from scipy.special import logsumexp
 
 import keras_vae
-from keras_vae import priors
 from keras_vae.export import edge_io
+from keras_vae.parts import priors
 
 LOG_2PI = np.log(2 * np.pi)
 

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
-from keras_vae import priors
 from keras_vae.export import edge_io
+from keras_vae.parts import priors
 
 MIXTURE = {"type": "mixture", "weights": [0.2, 0.8],
            "means": [[-3.0, 0.0, 1.0], [4.0, 2.0, -1.0]],
@@ -119,7 +119,7 @@ def test_gaussian_pixel_log_prob_against_the_closed_form():
     rng = np.random.default_rng(0)
     x = rng.random((4, 5, 5, 2)).astype(np.float32)
     params = rng.normal(size=(4, 5, 5, 4)).astype(np.float32)
-    got = keras_vae.likelihoods.get("gaussian_pixel").log_prob(x, params).numpy()
+    got = keras_vae.parts.likelihoods.get("gaussian_pixel").log_prob(x, params).numpy()
     mu, log_s = params[..., :2].astype(np.float64), np.clip(params[..., 2:], -5, 2)
     want = np.sum(-0.5 * ((x - mu) / np.exp(log_s)) ** 2 - log_s - 0.5 * np.log(2 * np.pi),
                   axis=(1, 2, 3))
@@ -128,11 +128,11 @@ def test_gaussian_pixel_log_prob_against_the_closed_form():
 
 def test_distribution_helpers_outside_a_strategy():
     per_example = tf.constant([1.0, 2.0, 6.0])
-    assert float(keras_vae.distribute.average_loss(per_example)) == pytest.approx(3.0)
-    assert int(keras_vae.distribute.global_batch_size(per_example)) == 3
+    assert float(keras_vae.parts.distribute.average_loss(per_example)) == pytest.approx(3.0)
+    assert int(keras_vae.parts.distribute.global_batch_size(per_example)) == 3
     metric = keras.metrics.Mean(name="loss")
     metric.update_state(per_example)
-    assert float(keras_vae.distribute.step_logs([metric])["loss"]) == pytest.approx(3.0)
+    assert float(keras_vae.parts.distribute.step_logs([metric])["loss"]) == pytest.approx(3.0)
 
 
 def test_the_model_lists_its_export_graphs(make_vae):

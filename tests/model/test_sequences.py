@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae import networks, objectives, sequences
+from keras_vae.parts import networks, objectives, sequences
 
 
 def test_noisy_sines_closed_form_range_and_seed():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae.priors import StandardNormal
-from keras_vae.tcvae import TCVAE, tc_decomposition
+from keras_vae.models.tcvae import TCVAE, tc_decomposition
+from keras_vae.parts.priors import StandardNormal
 
 LOG_2PI = np.log(2 * np.pi)
 

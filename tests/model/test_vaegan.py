@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import keras_vae
 from keras_vae import saving, training
-from keras_vae.vaegan import VAEGAN, build_discriminator
+from keras_vae.models.vaegan import VAEGAN, build_discriminator
 
 
 def _images(n=48, seed=0):

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_vae  # noqa: F401 (registers the parts)
 from keras_vae import saving
-from keras_vae.vqvae import VQVAE, VectorQuantizer, perplexity
+from keras_vae.models.vqvae import VQVAE, VectorQuantizer, perplexity
 
 
 def _quantizer(n=5, d=3, **kwargs):
@@ -182,7 +182,7 @@ def test_save_and_load_keep_weights_optimizer_and_outputs(tmp_path):
 
 @pytest.mark.slow
 def test_load_in_a_fresh_process_gives_the_same_samples(tmp_path):
-    from keras_vae import code_prior
+    from keras_vae.parts import code_prior
 
     x = _binary_images(32)
     model = VQVAE(image_shape=(8, 8, 1), codebook_size=8, code_dim=4, seed=0)

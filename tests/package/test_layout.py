@@ -84,7 +84,7 @@ def _cycles(graph: dict) -> list:
 def test_no_import_cycle_between_modules():
     modules = _modules()
     graph = {name: _imports(path, name, modules) for name, path in modules.items()}
-    assert graph["keras_vae.vae"] >= {"keras_vae.priors", "keras_vae.data"}  # edges are read
+    assert graph["keras_vae.models.vae"] >= {"keras_vae.parts.priors", "keras_vae.data"}  # edges are read
     cycles = _cycles(graph)
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
@@ -145,7 +145,7 @@ def test_every_module_the_docs_use_is_an_attribute_after_import_keras_vae():
                  "files", "priors", "posterior", "likelihoods", "networks", "export",
                  "objectives", "pictures", "callbacks", "corruption", "augmentation"):
         assert importlib.import_module(f"keras_vae.{name}") is getattr(keras_vae, name)
-    assert callable(keras_vae.training.run) and callable(keras_vae.distribute.get)
+    assert callable(keras_vae.training.run) and callable(keras_vae.parts.distribute.get)
     assert callable(keras_vae.export.export) and callable(keras_vae.export.export_onnx)
 
 
@@ -153,11 +153,11 @@ def test_every_registry_registers_and_lists_valid_names_on_a_miss():
     import keras_vae
     from keras_vae.registry import Registry
 
-    registries = [keras_vae.networks.ARCHITECTURES, keras_vae.likelihoods.LIKELIHOODS,
-                  keras_vae.priors.PRIORS, keras_vae.posterior.POSTERIORS,
-                  keras_vae.data.NAMED_SOURCES, keras_vae.distribute.STRATEGIES,
-                  keras_vae.objectives.SCHEDULES, keras_vae.anomaly.SCORES,
-                  keras_vae.latent.INTERPOLATIONS, keras_vae.corruption.CORRUPTIONS,
+    registries = [keras_vae.parts.networks.ARCHITECTURES, keras_vae.parts.likelihoods.LIKELIHOODS,
+                  keras_vae.parts.priors.PRIORS, keras_vae.parts.posterior.POSTERIORS,
+                  keras_vae.data.NAMED_SOURCES, keras_vae.parts.distribute.STRATEGIES,
+                  keras_vae.parts.objectives.SCHEDULES, keras_vae.uses.anomaly.SCORES,
+                  keras_vae.uses.latent.INTERPOLATIONS, keras_vae.uses.corruption.CORRUPTIONS,
                   keras_vae.export.FORMATS]
     for registry in registries:
         assert isinstance(registry, Registry)

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from keras_vae import distribute
+from keras_vae.parts import distribute
 
 pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
 

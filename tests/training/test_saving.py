@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import keras_vae
 from keras_vae import cli, saving, training
-from keras_vae.posterior import LOG_VAR_MAX, LOG_VAR_MIN, DiagonalGaussian
+from keras_vae.parts.posterior import LOG_VAR_MAX, LOG_VAR_MIN, DiagonalGaussian
 
 ROOT = Path(__file__).resolve().parents[2]
 

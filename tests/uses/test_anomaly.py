@@ -8,8 +8,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import keras_vae
-from keras_vae import anomaly, cli, evaluation
+from keras_vae import cli, evaluation
 from keras_vae.data import load_arrays
+from keras_vae.uses import anomaly
 
 
 def test_roc_auc_matches_sklearn_with_ties():

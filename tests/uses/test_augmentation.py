@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae import augmentation
+from keras_vae.uses import augmentation
 
 
 def _collect(ds):

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
-from keras_vae import corruption, data
+from keras_vae import data
+from keras_vae.uses import corruption
 
 SEED = tf.constant([7, 0], tf.int64)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from keras_vae import latent
+from keras_vae.uses import latent
 
 
 def _angle(a, b):

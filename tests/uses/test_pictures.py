@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from keras_vae import callbacks, latent, pictures
+from keras_vae.training import callbacks
+from keras_vae.uses import latent, pictures
 
 
 def _png(path):

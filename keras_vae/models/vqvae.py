@@ -16,7 +16,7 @@ for `restart_after` training steps are re-initialised from random encoder
 outputs of the batch.
 
 Sampling needs a prior over code grids: a PixelCNN trained afterwards
-(`keras_vae.code_prior.train_prior`); before that, `sample` draws uniform
+(`keras_vae.parts.code_prior.train_prior`); before that, `sample` draws uniform
 codes.
 """
 
@@ -27,11 +27,12 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from keras_vae import blocks, distribute, likelihoods, saving
 from keras_vae import data as data_lib
-from keras_vae.built import BuiltModel, as_model
+from keras_vae import saving
 from keras_vae.export import edge_io
-from keras_vae.signatures import GraphSignature
+from keras_vae.models.built import BuiltModel, as_model
+from keras_vae.models.signatures import GraphSignature
+from keras_vae.parts import blocks, distribute, likelihoods
 from keras_vae.version import __version__
 
 DOWNSAMPLING = 4  # two stride-2 convolutions
@@ -267,11 +268,11 @@ class VQVAE(BuiltModel):
         ema: Update the codebook by EMA instead of the codebook loss.
         decay: The EMA decay.
         restart_after: Idle training steps before a code is re-initialised (0: never).
-        likelihood: Name, config or layer from `keras_vae.likelihoods`.
+        likelihood: Name, config or layer from `keras_vae.parts.likelihoods`.
         seed: Seed of the codebook and the restarts.
         encoder, decoder: Keras models to use instead of `build_networks`'s
             (`image -> (h', w', D)` and `(h', w', D) -> parameters`).
-        code_prior: A trained prior network (`keras_vae.code_prior.build`),
+        code_prior: A trained prior network (`keras_vae.parts.code_prior.build`),
             or None; usually attached by `code_prior.train_prior`.
 
     Example:
@@ -279,7 +280,7 @@ class VQVAE(BuiltModel):
     >>> vq = keras_vae.VQVAE(image_shape=(28, 28, 1), codebook_size=64, code_dim=16)
     >>> vq.compile(keras.optimizers.Adam(1e-3))
     >>> vq.fit(keras_vae.data.load("digits", batch_size=64), epochs=5)
-    >>> keras_vae.code_prior.train_prior(vq, images, epochs=20)
+    >>> keras_vae.parts.code_prior.train_prior(vq, images, epochs=20)
     >>> vq.sample(16, seed=0).shape
     """
 

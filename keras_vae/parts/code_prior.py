@@ -18,8 +18,8 @@ prior on them with a cross-entropy in nats per code.
 
 Example:
 
->>> history = keras_vae.code_prior.train_prior(vqvae, train_images, epochs=20)
->>> bits = keras_vae.code_prior.bits_per_grid(vqvae, test_images)
+>>> history = keras_vae.parts.code_prior.train_prior(vqvae, train_images, epochs=20)
+>>> bits = keras_vae.parts.code_prior.bits_per_grid(vqvae, test_images)
 >>> images = vqvae.sample(16, seed=0)  # codes from the prior, then the decoder
 """
 

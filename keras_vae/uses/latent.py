@@ -6,9 +6,9 @@ numpy.
 
 Example:
 
->>> strip = keras_vae.latent.interpolate(vae, x[0], x[1], steps=8, method="slerp")
->>> glasses = keras_vae.latent.attribute_vector(vae, x, has_glasses)
->>> edited = keras_vae.latent.add_attribute(vae, x[:4], glasses, strength=1.5)
+>>> strip = keras_vae.uses.latent.interpolate(vae, x[0], x[1], steps=8, method="slerp")
+>>> glasses = keras_vae.uses.latent.attribute_vector(vae, x, has_glasses)
+>>> edited = keras_vae.uses.latent.add_attribute(vae, x[:4], glasses, strength=1.5)
 """
 
 from __future__ import annotations

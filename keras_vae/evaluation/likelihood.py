@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
-from keras_vae import objectives
+from keras_vae.parts import objectives
 
 # Codes decoded per forward pass when estimating the IWAE bound: the memory of
 # `iwae_nll` is set by `chunk * batch`, whatever the number of samples K.

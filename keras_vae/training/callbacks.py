@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
-from keras_vae import pictures
+from keras_vae.uses import pictures
 
 
 class ImageLogger(keras.callbacks.Callback):

@@ -25,9 +25,9 @@ import math
 import keras
 from keras import layers
 
-from keras_vae.blocks import condition, heads, inputs, label_of, output_shape
+from keras_vae.parts.blocks import condition, heads, inputs, label_of, output_shape
+from keras_vae.parts.sequences import build_lstm
 from keras_vae.registry import Registry
-from keras_vae.sequences import build_lstm
 
 
 def build_mlp(image_shape, latent_dim, num_classes=0, params_per_pixel=1,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_vae import latent
+from keras_vae.uses import latent
 
 _MIN_LEAF = 10  # smallest leaf of the DCI forests
 

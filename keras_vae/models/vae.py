@@ -8,11 +8,12 @@ import tensorflow as tf
 from keras import ops
 
 from keras_vae import data as data_lib
-from keras_vae import distribute, likelihoods, networks, objectives, priors, saving
-from keras_vae import posterior as posterior_lib
-from keras_vae.built import BuiltModel, as_model
-from keras_vae.posterior import Sampling
-from keras_vae.signatures import GraphSignature
+from keras_vae import saving
+from keras_vae.models.built import BuiltModel, as_model
+from keras_vae.models.signatures import GraphSignature
+from keras_vae.parts import distribute, likelihoods, networks, objectives, priors
+from keras_vae.parts import posterior as posterior_lib
+from keras_vae.parts.posterior import Sampling
 from keras_vae.version import __version__
 
 
@@ -38,12 +39,12 @@ class VAE(BuiltModel):
         decoder: A Keras model `z -> distribution parameters`, or None.
         image_shape: `(height, width, channels)` (or any shape for `mlp`).
         latent_dim: Size of z.
-        arch: Architecture name from `keras_vae.networks.ARCHITECTURES`.
+        arch: Architecture name from `keras_vae.parts.networks.ARCHITECTURES`.
         arch_options: Extra keyword arguments for the architecture builder.
-        likelihood: Name, config or layer from `keras_vae.likelihoods`; the
+        likelihood: Name, config or layer from `keras_vae.parts.likelihoods`; the
             architecture builds `channels * likelihood.params_per_pixel`
             decoder outputs.
-        prior: Name, config or layer from `keras_vae.priors` (`standard_normal`,
+        prior: Name, config or layer from `keras_vae.parts.priors` (`standard_normal`,
             `mixture`, `vamp`), the p(z) of the objective.
         prior_options: Constructor arguments of a prior given by name, e.g.
             `{"components": 10}`.
@@ -51,12 +52,12 @@ class VAE(BuiltModel):
             edge samplers draw from instead of `prior`, without changing the
             objective (e.g. `priors.fit_mixture`'s fit to the aggregate
             posterior); None to sample from `prior`. Settable after training.
-        posterior: Name from `keras_vae.posterior.POSTERIORS`.
+        posterior: Name from `keras_vae.parts.posterior.POSTERIORS`.
         beta: Weight of the KL term (1 gives the ELBO).
         num_classes: Number of classes for a conditional VAE, 0 for none.
         seed: Seed of the reparameterization noise.
         kl_schedule: KL warm-up: a name, config or schedule from
-            `keras_vae.objectives` (`linear`, `cyclical`), multiplying `beta`
+            `keras_vae.parts.objectives` (`linear`, `cyclical`), multiplying `beta`
             at the optimizer's current step; None for a constant weight.
         free_bits: Floor in nats on each latent dimension's batch-average KL
             (Kingma et al., 2016); 0 for none.

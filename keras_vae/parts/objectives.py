@@ -14,7 +14,7 @@ saved model left off.
 Schedules are small serializable objects registered with Keras and saved in
 `VAE.get_config`:
 
->>> schedule = keras_vae.objectives.get("linear", steps=1000)
+>>> schedule = keras_vae.parts.objectives.get("linear", steps=1000)
 >>> vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=16, kl_schedule=schedule,
 ...                     free_bits=0.1)
 """

@@ -12,9 +12,9 @@ A threshold is the `percentile` of the scores of held-out *normal* data:
 
 Example:
 
->>> val_scores = keras_vae.anomaly.score(model, val_images)
->>> threshold = keras_vae.anomaly.calibrate_threshold(val_scores, percentile=99)
->>> flagged = keras_vae.anomaly.score(model, new_images) > threshold
+>>> val_scores = keras_vae.uses.anomaly.score(model, val_images)
+>>> threshold = keras_vae.uses.anomaly.calibrate_threshold(val_scores, percentile=99)
+>>> flagged = keras_vae.uses.anomaly.score(model, new_images) > threshold
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_vae import evaluation, objectives
+from keras_vae import data as data_lib
+from keras_vae import evaluation
+from keras_vae.parts import objectives
 from keras_vae.registry import Registry
 
 
@@ -38,7 +40,7 @@ def neg_elbo_score(model, data, labels=None, batch_size: int = 100, k: int = 1,
     k = objectives.check_iwae_k(k)
     out = []
     for index, (x, labels_b, target) in enumerate(
-            evaluation.iterate_batches(model, data, labels, batch_size)):
+            data_lib.iterate_batches(model, data, labels, batch_size)):
         rng = np.random.default_rng([seed, index])
         eps = rng.standard_normal((k, int(x.shape[0]), model.latent_dim), dtype=np.float32)
         out.append(np.asarray(_neg_elbo(model, x, labels_b, target, eps), np.float64))
@@ -68,7 +70,7 @@ def reconstruction_error_score(model, data, labels=None, batch_size: int = 100, 
     """
     del k, seed
     out = []
-    for x, labels_b, target in evaluation.iterate_batches(model, data, labels, batch_size):
+    for x, labels_b, target in data_lib.iterate_batches(model, data, labels, batch_size):
         target = x if target is None else target
         out.append(np.asarray(_squared_error(model, x, labels_b, target), np.float64))
     return np.concatenate(out)
@@ -223,7 +225,7 @@ def held_out_class_example(source: str = "digits", anomaly_classes=(0,), *,
     import keras
 
     from keras_vae import data as data_lib
-    from keras_vae.vae import VAE
+    from keras_vae.models.vae import VAE
 
     x, y = data_lib.load_arrays(source)
     if y is None:

@@ -15,7 +15,7 @@ can reduce them across workers).
 
 Example:
 
->>> strategy = keras_vae.distribute.get("mirrored")
+>>> strategy = keras_vae.parts.distribute.get("mirrored")
 >>> with strategy.scope():
 ...     vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=16)
 ...     vae.compile(keras.optimizers.Adam(1e-3))
@@ -151,7 +151,7 @@ def average_loss(per_example):
     Example:
 
     >>> with tf.GradientTape() as tape:
-    ...     loss = keras_vae.distribute.average_loss(model.per_example_loss(terms))
+    ...     loss = keras_vae.parts.distribute.average_loss(model.per_example_loss(terms))
     """
     return tf.nn.compute_average_loss(per_example,
                                       global_batch_size=global_batch_size(per_example))

@@ -45,11 +45,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
-from keras_vae import distribute, files, pictures, saving
+from keras_vae import files, saving
+from keras_vae.models.vae import VAE
+from keras_vae.models.vaegan import VAEGAN
+from keras_vae.models.vqvae import VQVAE
+from keras_vae.parts import distribute
 from keras_vae.registry import Registry
-from keras_vae.vae import VAE
-from keras_vae.vaegan import VAEGAN
-from keras_vae.vqvae import VQVAE
+from keras_vae.uses import pictures
 
 BACKUP_FORMAT = 1
 # The model families `run` (and `keras-vae train --model`) builds.
@@ -314,7 +316,7 @@ def train(make_model: Callable[[], keras.Model] | keras.Model, data,
         epochs: Total epochs (a resumed run only runs the missing ones).
         learning_rate: Adam learning rate when `make_model` returns an
             uncompiled model.
-        strategy: A name from `keras_vae.distribute.STRATEGIES` or a strategy.
+        strategy: A name from `keras_vae.parts.distribute.STRATEGIES` or a strategy.
         mixed_precision: See `precision_policy`. The loss, KL and posterior
             stay float32; float16 gets dynamic loss scaling.
         seed: Seed of every global generator (None leaves them alone).

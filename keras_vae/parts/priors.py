@@ -23,11 +23,11 @@ Every one of them reaches the edge as one table, `{"type": "mixture",
 
 Example:
 
->>> prior = keras_vae.priors.get("standard_normal")
+>>> prior = keras_vae.parts.priors.get("standard_normal")
 >>> z = prior.sample(16, latent_dim=8, seed=0)          # numpy, (16, 8)
 >>> vae = keras_vae.VAE(image_shape=(28, 28, 1), latent_dim=8, prior="vamp",
 ...                     prior_options={"components": 50})
->>> vae.sampling_prior = keras_vae.priors.fit_mixture(vae, train_images, components=10)
+>>> vae.sampling_prior = keras_vae.parts.priors.fit_mixture(vae, train_images, components=10)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from keras import ops
 
 from keras_vae import data as data_lib
 from keras_vae.export import edge_io
-from keras_vae.posterior import (
+from keras_vae.parts.posterior import (
     LOG_2PI,
     clamp_log_var,
     gaussian_log_density,
@@ -435,7 +435,7 @@ def get(identifier="standard_normal", **options) -> Prior:
 
     Example:
 
-    >>> keras_vae.priors.get("mixture", components=5)
+    >>> keras_vae.parts.priors.get("mixture", components=5)
 
     Raises:
         ValueError: for an unknown name, listing the valid ones, or options
@@ -520,7 +520,7 @@ def fit_mixture(model, data, components: int = 10, seed: int = 0, labels=None,
 
     Example:
 
-    >>> vae.sampling_prior = keras_vae.priors.fit_mixture(vae, train_ds, components=10)
+    >>> vae.sampling_prior = keras_vae.parts.priors.fit_mixture(vae, train_ds, components=10)
     >>> vae.sample(16, seed=0)  # drawn from the fitted mixture
     """
     z = aggregate_codes(model, data, labels, codes=codes, seed=seed, batch_size=batch_size)

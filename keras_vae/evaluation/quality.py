@@ -170,7 +170,7 @@ class FeatureNet(keras.Model):
         blocks = " + ".join([f"mean(conv{i}) ({f})" for i, f in enumerate(self.filters)]
                             + [f"dense ({self.units})"])
         return {
-            "network": "keras_vae.quality.FeatureNet",
+            "network": "keras_vae.evaluation.quality.FeatureNet",
             "note": "Frechet distance in the features of a small classifier trained on this "
                     "dataset; not Inception FID, and not comparable with published FIDs.",
             "architecture": f"{convs}, dense({self.units}, relu), heads {self.classes}",
@@ -495,7 +495,7 @@ def _check_labels(labels, n):
 
 
 def _digest(x, y, settings) -> str:
-    h = hashlib.sha256(b"keras_vae.quality.FeatureNet/1\n")
+    h = hashlib.sha256(b"keras_vae.evaluation.quality.FeatureNet/1\n")
     h.update(json.dumps({"x": list(x.shape), "y": list(y.shape), **settings},
                         sort_keys=True).encode())
     h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())

@@ -34,8 +34,8 @@ import math
 import keras
 from keras import ops
 
-from keras_vae.posterior import gaussian_log_density
-from keras_vae.vae import VAE
+from keras_vae.models.vae import VAE
+from keras_vae.parts.posterior import gaussian_log_density
 
 
 def tc_decomposition(z, z_mean, z_log_var, dataset_size: int, log_prior_per_dim) -> dict:

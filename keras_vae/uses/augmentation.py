@@ -2,8 +2,8 @@
 
 Example:
 
->>> fake = keras_vae.augmentation.generated_dataset(cvae, 2000, class_ids=range(10))
->>> train = keras_vae.augmentation.mix(real_train, fake, generated_fraction=0.5)
+>>> fake = keras_vae.uses.augmentation.generated_dataset(cvae, 2000, class_ids=range(10))
+>>> train = keras_vae.uses.augmentation.mix(real_train, fake, generated_fraction=0.5)
 >>> classifier.fit(train, epochs=20)
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
-from keras_vae.vae import VAE
+from keras_vae.models.vae import VAE
 
 
 def generated_dataset(model, n: int, batch_size: int = 64, seed: int | None = 0,

@@ -26,10 +26,10 @@ import tensorflow as tf
 from keras import layers, ops
 
 from keras_vae import data as data_lib
-from keras_vae import distribute, priors
-from keras_vae.built import as_model
-from keras_vae.posterior import Sampling
-from keras_vae.vae import VAE
+from keras_vae.models.built import as_model
+from keras_vae.models.vae import VAE
+from keras_vae.parts import distribute, priors
+from keras_vae.parts.posterior import Sampling
 
 
 def build_discriminator(image_shape, filters=(32, 64), units: int = 128,

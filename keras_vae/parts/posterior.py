@@ -7,7 +7,7 @@ adds one.
 
 Example:
 
->>> q = keras_vae.posterior.get("diagonal_gaussian").from_outputs(encoder(x))
+>>> q = keras_vae.parts.posterior.get("diagonal_gaussian").from_outputs(encoder(x))
 >>> z = q.sample(eps)  # (batch, latent_dim)
 """
 

@@ -1,13 +1,13 @@
 """Sequence VAEs: a recurrent (LSTM) encoder/decoder and a synthetic time-series set.
 
-The `lstm` architecture (registered in `keras_vae.networks.ARCHITECTURES`)
+The `lstm` architecture (registered in `keras_vae.parts.networks.ARCHITECTURES`)
 reads `(timesteps, features)` sequences, so the same `VAE` and ELBO train on
 time series:
 
->>> x = keras_vae.sequences.noisy_sines(512, timesteps=16, seed=0)  # (512, 16, 1)
+>>> x = keras_vae.parts.sequences.noisy_sines(512, timesteps=16, seed=0)  # (512, 16, 1)
 >>> vae = keras_vae.VAE(image_shape=(16, 1), latent_dim=4, arch="lstm",
 ...                     likelihood=keras_vae.Gaussian(scale=0.05),
-...                     kl_schedule=keras_vae.objectives.LinearWarmup(200))
+...                     kl_schedule=keras_vae.parts.objectives.LinearWarmup(200))
 >>> vae.compile(keras.optimizers.Adam(5e-3))
 >>> vae.fit(x, epochs=10, batch_size=16)
 
@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from keras_vae import blocks
+from keras_vae.parts import blocks
 
 
 def build_lstm(image_shape, latent_dim, num_classes=0, params_per_pixel=1, units=64,

@@ -6,10 +6,10 @@ training is `fit` on `(corrupted, clean)` pairs.
 
 Example:
 
->>> pairs = keras_vae.corruption.denoising_pairs(train_images, "gaussian", seed=0)
+>>> pairs = keras_vae.uses.corruption.denoising_pairs(train_images, "gaussian", seed=0)
 >>> vae.fit(pairs, epochs=10)
->>> cleaned = keras_vae.corruption.denoise(vae, noisy_images)
->>> keras_vae.corruption.psnr(cleaned, clean_images)  # dB
+>>> cleaned = keras_vae.uses.corruption.denoise(vae, noisy_images)
+>>> keras_vae.uses.corruption.psnr(cleaned, clean_images)  # dB
 """
 
 from __future__ import annotations
