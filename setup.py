@@ -23,6 +23,7 @@ SERVE = [
     "httptools>=0.6",  # speed-ups, used when present
     "uvloop>=0.19; sys_platform != 'win32'",
     "orjson>=3.9",
+    "pillow>=10",  # uploaded images are decoded by Pillow, with its bomb limit
 ]
 DEV = [
     "pytest>=8",

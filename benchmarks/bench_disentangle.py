@@ -55,10 +55,10 @@ machine.quiet_tensorflow()
 SYSTEMS = ("vae", "tcvae")
 TRAVERSAL_VALUES = np.linspace(-2.5, 2.5, 9)
 SUMMARY_KEYS = ("mig", "dci_disentanglement", "dci_completeness", "dci_informativeness",
-                "neg_elbo", "held_out_tc", "train_tc", "active_units", "train_s")
+                "negative_elbo", "held_out_tc", "train_tc", "active_units", "train_s")
 
 
-def load_data(args):
+def load_shapes(args):
     """Training and held-out shapes with their factors: one render of the fixed draw."""
     import keras_vae
 
@@ -144,7 +144,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
                "dci_completeness": scores["dci"]["completeness"],
                "dci_informativeness": scores["dci"]["informativeness"],
                "dci_importance": scores["dci"].get("importance"),
-               "neg_elbo": elbo["neg_elbo"], "reconstruction": elbo["reconstruction_loss"],
+               "negative_elbo": elbo["negative_elbo"], "reconstruction": elbo["reconstruction_loss"],
                "kl": elbo["kl_loss"],
                "held_out_tc": held_out_tc(model, held_x, args.batch_size, args.train),
                "train_tc": (float(history["total_correlation"][-1])
@@ -154,7 +154,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
                "traversal": picture.name, "traversal_rows": dims}
         rows.append(row)
         print(f"  seed {seed} {system:5s} MIG {row['mig']:.3f}  DCI-D "
-              f"{row['dci_disentanglement']:.3f}  neg_elbo {row['neg_elbo']:.1f}  held-out TC "
+              f"{row['dci_disentanglement']:.3f}  negative_elbo {row['negative_elbo']:.1f}  held-out TC "
               f"{row['held_out_tc']:.2f}  active {row['active_units']}  ({train_s:.0f} s)  "
               f"{picture.name} rows = dims {dims}", flush=True)
     return rows
@@ -205,13 +205,11 @@ def main(argv=None) -> int:
     run = machine.Run("disentangle", args)
     machine.quiet_retracing()
     try:
-        data = load_data(args)
+        data = load_shapes(args)
     except ValueError as e:
         print(f"bench_disentangle: error: {e}", file=sys.stderr)
         return 2
-    pictures_dir = Path(args.pictures) if args.pictures else (
-        Path(args.out).parent if args.out else machine.RESULTS)
-    pictures_dir.mkdir(parents=True, exist_ok=True)
+    pictures_dir = machine.pictures_folder(args)
     print(f"bench_disentangle ({mode}): {args.train} shapes, {args.epochs} epochs, "
           f"latent {args.latent_dim}, tc_beta {args.tc_beta}, seeds {args.seeds}")
     rows = [row for seed in args.seeds for row in run_seed(seed, args, data, pictures_dir)]
@@ -219,7 +217,7 @@ def main(argv=None) -> int:
     print(machine.table(summary, ["system", "n_seeds", "mig_mean", "mig_std",
                                   "mig_gain_vs_vae_mean", "dci_disentanglement_mean",
                                   "dci_disentanglement_std", "dci_completeness_mean",
-                                  "dci_informativeness_mean", "neg_elbo_mean", "neg_elbo_std",
+                                  "dci_informativeness_mean", "negative_elbo_mean", "negative_elbo_std",
                                   "held_out_tc_mean", "held_out_tc_std", "train_tc_mean",
                                   "active_units_mean"],
                         floatfmt="{:.3f}"))
@@ -230,7 +228,7 @@ def main(argv=None) -> int:
                                                f"batches of {args.batch_size}, N = "
                                                f"{args.train}; biased by a constant offset, "
                                                "compare the two systems, not absolute values",
-                                "neg_elbo": "beta = 1 negative ELBO on the held-out shapes: "
+                                "negative_elbo": "beta = 1 negative ELBO on the held-out shapes: "
                                             "the VAE's objective, not the TCVAE's"}}, args.out)
     print(f"Wrote {path}")
     return 0

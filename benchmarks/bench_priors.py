@@ -47,48 +47,20 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import digits, machine  # noqa: E402
 
 machine.quiet_tensorflow()
 
 SYSTEMS = ("normal", "mixture", "vamp", "normal+gmm")
 
 
-def sample_quality(model, data, seed: int) -> dict:
-    """Frechet distance, precision and recall of `model.sample` against the training digits.
-
-    In the features of the dataset's own small classifier (`keras_vae.evaluation.quality`,
-    trained once on the grey training digits and cached; not Inception FID),
-    with as many samples as reference images (`SAMPLE_N`), the same reference
-    and feature network for every system.
-    """
+def binarized_training(data):
+    """The training digits binarized once (seed 0), in batches of 256: what the fitted
+    sampler is fitted to and the VampPrior's pseudo-inputs start from."""
     import keras_vae
 
-    reference, extractor = data[-1]
-    figures = keras_vae.evaluation.quality.sample_metrics(model, reference, extractor=extractor,
-                                               n=len(reference), seed=seed)
-    return {"frechet": figures["fid"], "precision": figures["precision"],
-            "recall": figures["recall"]}
-
-
-SAMPLE_N = 2000  # real and generated images compared per system
-
-
-def load_data(args):
-    import keras_vae
-
-    source, train_split, test_split = machine.digit_splits(args)
-    test = keras_vae.data.load(source, test_split, batch_size=100, binarize="static",
-                               shuffle=False, seed=0)
-    test_x = np.concatenate([x.numpy() for x, _ in test])
-    train_static = keras_vae.data.load(source, train_split, batch_size=256, binarize="static",
-                                       shuffle=False, seed=0)
-    # Sample quality: grey training digits, and the classifier whose features compare them.
-    grey, labels = keras_vae.data.load_arrays(source, train_split)
-    extractor = keras_vae.evaluation.quality.feature_extractor(grey, labels, seed=0,
-                                                    epochs=2 if args.tiny else 20)
-    pick = np.random.default_rng(0).choice(len(grey), min(SAMPLE_N, len(grey)), replace=False)
-    return source, train_split, test, test_x, train_static, (grey[pick], extractor)
+    return keras_vae.data.load(data.source, data.train_split, batch_size=256,
+                               binarize="static", shuffle=False, seed=0)
 
 
 def build(system: str, args, image_shape, seed: int, train_static):
@@ -119,13 +91,13 @@ def keras_vae_optimizer(learning_rate):
     return keras.optimizers.Adam(learning_rate)
 
 
-def score(model, test, data, args, seed: int) -> dict:
+def score(model, data, args, seed: int) -> dict:
     import keras_vae
 
-    elbo = keras_vae.evaluation.evaluate_elbo(model, test)
-    nll = keras_vae.evaluation.iwae_nll(model, test, k=args.iwae_k, seed=seed)
-    return {"neg_elbo": elbo["neg_elbo"], "kl": elbo["kl_loss"],
-            "nll": float(np.mean(nll)), **sample_quality(model, data, seed)}
+    elbo = keras_vae.evaluation.evaluate_elbo(model, data.test)
+    nll = keras_vae.evaluation.iwae_nll(model, data.test, k=args.iwae_k, seed=seed)
+    return {"negative_elbo": elbo["negative_elbo"], "kl": elbo["kl_loss"],
+            "nll": float(np.mean(nll)), **data.sample_quality(model, seed)}
 
 
 def held_out_code_density(model, test_x) -> float:
@@ -137,14 +109,19 @@ def held_out_code_density(model, test_x) -> float:
     return float(np.mean(prior.log_prob(codes)))
 
 
-def run_seed(seed: int, args, data) -> list[dict]:
+def run_seed(seed: int, args, data, test_x, train_static) -> list[dict]:
+    """Trains and scores every system of `args.systems` on one seed.
+
+    Args:
+        data: The run's `digits.Digits`.
+        test_x: The held-out digits as one array (`digits.heldout`).
+        train_static: The training digits binarized once (`binarized_training`).
+    """
     import keras_vae
 
-    source, train_split, test, test_x, train_static, _ = data
     rows = []
     trained = {}
-    n_train = sum(int(batch[0].shape[0]) for batch in train_static)
-    args.steps_per_epoch = -(-n_train // args.batch_size)
+    args.steps_per_epoch = -(-data.n_train // args.batch_size)
     for system in args.systems:
         start = time.perf_counter()
         if system == "normal+gmm":
@@ -154,8 +131,9 @@ def run_seed(seed: int, args, data) -> list[dict]:
             train_s = time.perf_counter() - start
         else:
             keras_vae.training.set_seed(seed)
-            train = keras_vae.data.load(source, train_split, batch_size=args.batch_size,
-                                        binarize="dynamic", seed=seed)
+            train = keras_vae.data.load(data.source, data.train_split,
+                                        batch_size=args.batch_size, binarize="dynamic",
+                                        seed=seed)
             model = build(system, args, tuple(test_x.shape[1:]), seed, train_static)
             model.fit(train, epochs=args.epochs, verbose=0)
             train_s = time.perf_counter() - start
@@ -164,16 +142,16 @@ def run_seed(seed: int, args, data) -> list[dict]:
             # The normal model itself: its NLL and ELBO (the objective's figures) are
             # the normal row's; only the sampler, and so the sample figures, differ.
             normal_row = next(r for r in rows if r["system"] == "normal")
-            figures = {**{k: normal_row[k] for k in ("neg_elbo", "kl", "nll")},
-                       **sample_quality(model, data, seed)}
+            figures = {**{k: normal_row[k] for k in ("negative_elbo", "kl", "nll")},
+                       **data.sample_quality(model, seed)}
         else:
-            figures = score(model, test, data, args, seed)
+            figures = score(model, data, args, seed)
         row = {"system": system, "seed": seed, "train_s": round(train_s, 1), **figures,
                "held_out_code_log_density": held_out_code_density(model, test_x)}
         if system == "normal+gmm":
             model.sampling_prior = None  # leave the normal model as trained
         rows.append(row)
-        print(f"  seed {seed} {system:11s} nll {row['nll']:.2f}  neg_elbo {row['neg_elbo']:.2f}"
+        print(f"  seed {seed} {system:11s} nll {row['nll']:.2f}  negative_elbo {row['negative_elbo']:.2f}"
               f"  code log-density {row['held_out_code_log_density']:.2f}  "
               f"({row['train_s']:.0f} s)", flush=True)
     return rows
@@ -181,7 +159,7 @@ def run_seed(seed: int, args, data) -> list[dict]:
 
 def summarize(rows: list[dict]) -> list[dict]:
     out = machine.summarize(rows, [s for s in SYSTEMS if any(r["system"] == s for r in rows)],
-                            ("nll", "neg_elbo", "held_out_code_log_density", "frechet",
+                            ("nll", "negative_elbo", "held_out_code_log_density", "frechet",
                              "precision", "recall"))
     base = {r["seed"]: r["nll"] for r in rows if r["system"] == "normal"}
     for summary in out:  # NLL gain over the standard normal, paired by seed
@@ -196,7 +174,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="1 seed, 10 epochs, K = 100 (minutes on 2 CPU cores)")
     p.add_argument("--tiny", action="store_true", help="seconds: sklearn digits, 1 epoch")
-    p.add_argument("--data", default=str(machine.MNIST_8K), help="the shared MNIST digits")
+    p.add_argument("--data", default=str(digits.MNIST_8K), help="the shared MNIST digits")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--iwae-k", type=int, default=None)
@@ -228,21 +206,23 @@ def main(argv=None) -> int:
     args.systems = [s for s in SYSTEMS if s in args.systems]
     if args.warmup_epochs < 0 or args.warmup_epochs > args.epochs:
         p.error(f"--warmup-epochs must be in [0, epochs], got {args.warmup_epochs}")
-    if not args.tiny and not (Path(args.data) / "images-idx3-ubyte.gz").exists():
-        print(f"bench_priors: error: the shared digits are not at {args.data}", file=sys.stderr)
+    if problem := digits.missing(args):
+        print(f"bench_priors: error: {problem}", file=sys.stderr)
         return 2
     run = machine.Run("priors", args)
     machine.quiet_retracing()
-    data = load_data(args)
+    data = digits.load(args)
+    test_x, train_static = digits.heldout(data.source), binarized_training(data)
     print(f"bench_priors ({mode}): {args.epochs} epochs, K = {args.iwae_k}, seeds {args.seeds}")
-    rows = [row for seed in args.seeds for row in run_seed(seed, args, data)]
+    rows = [row for seed in args.seeds
+            for row in run_seed(seed, args, data, test_x, train_static)]
     summary = summarize(rows)
-    print(machine.table(summary, ["system", "n_seeds", "nll_mean", "nll_std", "neg_elbo_mean",
+    print(machine.table(summary, ["system", "n_seeds", "nll_mean", "nll_std", "negative_elbo_mean",
                                   "nll_gain_vs_normal_mean", "held_out_code_log_density_mean",
                                   "frechet_mean", "precision_mean", "recall_mean"],
                         floatfmt="{:.2f}"))
     path = run.write({"mode": mode, "rows": rows, "summary": summary,
-                      "notes": {"frechet": machine.frechet_note(SAMPLE_N),
+                      "notes": {"frechet": digits.frechet_note(digits.SAMPLE_N),
                                 "normal+gmm": "the normal model with a fitted sampling prior: "
                                               "same NLL and ELBO by construction"}}, args.out)
     print(f"Wrote {path}")

@@ -39,7 +39,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import digits, machine  # noqa: E402
 
 machine.quiet_tensorflow()
 
@@ -125,17 +125,6 @@ def iwae_nll(x, mean, log_var, decode, kind, k=1000, clip=("clip", 1e-7), seed=0
     return np.concatenate(out)
 
 
-def heldout(source: str, n: int | None = None) -> np.ndarray:
-    """The held-out digits `train[7000:]`, binarized once (seed 0), as `(n, h, w, c)`."""
-    import keras_vae
-    from benchmarks.systems import splits
-
-    ds = keras_vae.data.load(source, splits(source)[1], batch_size=1000, binarize="static",
-                             seed=0, shuffle=False, with_labels=False)
-    x = np.concatenate([b.numpy() for b in ds])
-    return x[:n] if n else x
-
-
 def score(system, x_test, iwae_k, iwae_examples, seed=0) -> dict:
     kind, decode = system.decoder()
     clip = PROB_CLIP[system.framework]
@@ -145,7 +134,7 @@ def score(system, x_test, iwae_k, iwae_examples, seed=0) -> dict:
     nelbo = negative_elbo(flat, mean, log_var, decode, kind, clip, seed=seed)
     m = iwae_examples
     nll = iwae_nll(flat[:m], mean[:m], log_var[:m], decode, kind, iwae_k, clip, seed=seed)
-    return {"neg_elbo": float(np.mean(nelbo)), "neg_elbo_same_subset": float(np.mean(nelbo[:m])),
+    return {"negative_elbo": float(np.mean(nelbo)), "negative_elbo_same_subset": float(np.mean(nelbo[:m])),
             "iwae_nll": float(np.mean(nll)), "eval_s": time.perf_counter() - start}
 
 
@@ -172,7 +161,7 @@ def paired_differences(runs: list[dict]) -> list[dict]:
             if not pairs:
                 continue
             row = {"system": name, "baseline": base, "n_seeds": len(pairs)}
-            for key in ("neg_elbo", "iwae_nll"):
+            for key in ("negative_elbo", "iwae_nll"):
                 diffs = [a[key] - b[key] for a, b in pairs]
                 row[f"{key}_diff_mean"] = statistics.mean(diffs)
                 row[f"{key}_diff_min"], row[f"{key}_diff_max"] = min(diffs), max(diffs)
@@ -205,8 +194,8 @@ def main(argv=None) -> dict:
 
     from benchmarks import systems as systems_lib
 
-    source = machine.mnist_source(args.data)
-    x_test = heldout(source)
+    source = digits.mnist_source(args.data)
+    x_test = digits.heldout(source)
     runs = []
     for seed in args.seeds:
         for name, system in systems_lib.standard(source, args.batch_size, seed,
@@ -219,23 +208,23 @@ def main(argv=None) -> dict:
                       **score(system, x_test, args.iwae_k, args.iwae_examples, seed)}
             runs.append(result)
             print(f"seed {seed} {name}: {result['epochs']:.1f} epochs in {train_s:.0f} s, "
-                  f"-ELBO {result['neg_elbo']:.2f}, IWAE NLL {result['iwae_nll']:.2f}",
+                  f"-ELBO {result['negative_elbo']:.2f}, IWAE NLL {result['iwae_nll']:.2f}",
                   flush=True)
     rows = []
     for name in dict.fromkeys(r["system"] for r in runs):
         mine = [r for r in runs if r["system"] == name]
         row = {"system": name, "n_seeds": len(mine)}
-        for key in ("neg_elbo", "iwae_nll", "epochs"):
+        for key in ("negative_elbo", "iwae_nll", "epochs"):
             for stat, value in _spread([r[key] for r in mine]).items():
                 row[f"{key}_{stat}"] = value
         rows.append(row)
-    print(machine.table(rows, ["system", "n_seeds", "neg_elbo_mean", "neg_elbo_std",
-                               "neg_elbo_min", "neg_elbo_max", "iwae_nll_mean", "iwae_nll_std",
+    print(machine.table(rows, ["system", "n_seeds", "negative_elbo_mean", "negative_elbo_std",
+                               "negative_elbo_min", "negative_elbo_max", "iwae_nll_mean", "iwae_nll_std",
                                "iwae_nll_min", "iwae_nll_max", "epochs_mean"]))
     paired = paired_differences(runs)
     if paired:
-        print(machine.table(paired, ["system", "baseline", "n_seeds", "neg_elbo_diff_mean",
-                                     "neg_elbo_diff_max", "iwae_nll_diff_mean",
+        print(machine.table(paired, ["system", "baseline", "n_seeds", "negative_elbo_diff_mean",
+                                     "negative_elbo_diff_max", "iwae_nll_diff_mean",
                                      "iwae_nll_diff_max"]))
     payload = {"data": source, "n_test": len(x_test), "rows": rows, "paired": paired,
                "runs": runs}

@@ -12,7 +12,7 @@ and, as a yardstick in the same run, the keras.io example's decoder
 (`reference_kerasio.build_decoder`, 11.4 MFLOP) converted with tf2onnx and
 timed in onnxruntime the same way; all of them are put against the
 decoder's FLOPs per sample (from layer shapes, see
-`roofline.keras_flops`) and a measured float32 matmul peak: the achieved
+`flops.keras_flops`) and a measured float32 matmul peak: the achieved
 fraction of peak, and the compute floor `FLOPs / peak` per sample.
 
 Usage (from the repository root):
@@ -39,6 +39,8 @@ if __package__ in (None, ""):
 from benchmarks import machine  # noqa: E402
 
 machine.quiet_tensorflow()
+
+from benchmarks.flops import keras_flops  # noqa: E402
 
 # The reference figures for these machines (ms per sample, one core).
 FLOOR_MS = 0.07
@@ -123,7 +125,6 @@ def kerasio_onnx_runner(model, threads: int, tmp: Path):
     import tf2onnx
 
     from benchmarks import reference_kerasio
-    from benchmarks.roofline import keras_flops
 
     decoder = reference_kerasio.build_decoder(model.latent_dim, tuple(model.image_shape))
     fn = tf.function(lambda z: {"x": decoder(z)})
@@ -210,7 +211,6 @@ def main(argv=None) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     import keras_vae.export
-    from benchmarks.roofline import keras_flops
 
     model = build_model(args)
     if model.num_classes:

@@ -33,7 +33,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import digits, machine  # noqa: E402
 
 machine.quiet_tensorflow()
 
@@ -143,10 +143,9 @@ def pipeline_speed(source: str, batch_size: int, rounds: int) -> list[dict]:
     import tensorflow as tf
 
     import keras_vae
-    from benchmarks.systems import splits
 
-    split = splits(source)[0]
-    x, _ = keras_vae.data.load_arrays(source, split)
+    split = digits.splits(source)[0]
+    x, _ = digits.training_arrays(source)
 
     def per_image():
         seeds = tf.data.Dataset.random(seed=0, rerandomize_each_iteration=True).batch(2)
@@ -206,7 +205,7 @@ def main(argv=None) -> dict:
 
     from benchmarks import systems as systems_lib
 
-    source = machine.mnist_source(args.data)
+    source = digits.mnist_source(args.data)
     systems = build_systems(args, source)
     baselines = ({n: [f"{args.sweep}:jit=off,spe=1"] for n in systems} if args.sweep
                  else systems_lib.BASELINES)

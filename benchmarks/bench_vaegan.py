@@ -7,7 +7,7 @@ adds the discriminator (`keras_vae.VAEGAN`, Larsen et al. 2016).
 
 Reported per model:
 
-- sample quality: Frechet distance, precision and recall of `SAMPLE_N`
+- sample quality: Frechet distance, precision and recall of `digits.SAMPLE_N`
   samples (image means) against as many grey training digits, in the features
   of the small classifier `keras_vae.evaluation.quality` trains on the training digits
   (not Inception FID);
@@ -42,25 +42,13 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
-from benchmarks import machine, systems  # noqa: E402
+from benchmarks import digits, machine  # noqa: E402
 
 machine.quiet_tensorflow()
 
+from benchmarks import systems  # noqa: E402
+
 SYSTEMS = ("vae", "vaegan")
-SAMPLE_N = 2000  # real and generated images compared per system
-
-
-def load_data(args):
-    import keras_vae
-
-    source, train_split, test_split = machine.digit_splits(args)
-    test = keras_vae.data.load(source, test_split, batch_size=100, binarize="static",
-                               shuffle=False, seed=0)
-    grey, labels = keras_vae.data.load_arrays(source, train_split)
-    extractor = keras_vae.evaluation.quality.feature_extractor(grey, labels, seed=0,
-                                                    epochs=2 if args.tiny else 20)
-    pick = np.random.default_rng(0).choice(len(grey), min(SAMPLE_N, len(grey)), replace=False)
-    return source, train_split, test, grey[pick], extractor
 
 
 def build(system: str, args, image_shape, seed: int):
@@ -85,37 +73,32 @@ def build(system: str, args, image_shape, seed: int):
 
 def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
     import keras_vae
-    from keras_vae.export import edge_io
+    from keras_vae import recipes
 
-    source, train_split, test, reference, extractor = data
-    n_train = len(keras_vae.data.load_arrays(source, train_split)[0])
     rows, samples = [], {}
     for system in SYSTEMS:
         keras_vae.training.set_seed(seed)
-        train = keras_vae.data.load(source, train_split, batch_size=args.batch_size,
+        train = keras_vae.data.load(data.source, data.train_split, batch_size=args.batch_size,
                                     binarize="dynamic", seed=seed)
-        model = build(system, args, tuple(reference.shape[1:]), seed)
+        model = build(system, args, tuple(data.reference.shape[1:]), seed)
         timer = systems.epoch_clock()
         start = time.perf_counter()
         history = model.fit(train, epochs=args.epochs, verbose=0, callbacks=[timer]).history
         train_s = time.perf_counter() - start
         steady = timer.seconds[1:] or timer.seconds
-        elbo = keras_vae.evaluation.evaluate_elbo(model, test)
-        quality = keras_vae.evaluation.quality.sample_metrics(model, reference, extractor=extractor,
-                                                   n=len(reference), seed=seed)
+        elbo = keras_vae.evaluation.evaluate_elbo(model, data.test)
+        quality = data.sample_quality(model, seed)
         row = {"system": system, "seed": seed, "epochs": args.epochs,
                "train_s": round(train_s, 1),
-               "images_per_s": n_train / statistics.median(steady),
-               "neg_elbo": elbo["neg_elbo"], "kl": elbo["kl_loss"],
-               "frechet": quality["fid"], "precision": quality["precision"],
-               "recall": quality["recall"],
-               "final_train": {k: float(v[-1]) for k, v in history.items()}}
+               "images_per_s": data.n_train / statistics.median(steady),
+               "negative_elbo": elbo["negative_elbo"], "kl": elbo["kl_loss"],
+               **quality, "final_train": {k: float(v[-1]) for k, v in history.items()}}
         rows.append(row)
         samples[system] = model.sample(64, seed=seed)
         print(f"  seed {seed} {system:7s} frechet {row['frechet']:.2f}  precision "
-              f"{row['precision']:.2f}  recall {row['recall']:.2f}  neg_elbo "
-              f"{row['neg_elbo']:.1f}  {row['images_per_s']:.0f} images/s", flush=True)
-    left, right = (edge_io.grid(samples[s]) for s in SYSTEMS)
+              f"{row['precision']:.2f}  recall {row['recall']:.2f}  negative_elbo "
+              f"{row['negative_elbo']:.1f}  {row['images_per_s']:.0f} images/s", flush=True)
+    left, right = (recipes.grid(samples[s]) for s in SYSTEMS)
     gap = np.full((left.shape[0], 8, *left.shape[2:]), 255, np.uint8)
     picture = pictures_dir / f"samples_{seed}.png"
     keras_vae.uses.pictures.save_png(np.concatenate([left, gap, right], axis=1), picture, scale=3)
@@ -124,7 +107,7 @@ def run_seed(seed: int, args, data, pictures_dir: Path) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    return machine.summarize(rows, SYSTEMS, ("frechet", "precision", "recall", "neg_elbo",
+    return machine.summarize(rows, SYSTEMS, ("frechet", "precision", "recall", "negative_elbo",
                                              "images_per_s"))
 
 
@@ -132,7 +115,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1 seed, 5 epochs")
     p.add_argument("--tiny", action="store_true", help="seconds: sklearn digits, 1 epoch")
-    p.add_argument("--data", default=str(machine.MNIST_8K), help="the shared MNIST digits")
+    p.add_argument("--data", default=str(digits.MNIST_8K), help="the shared MNIST digits")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--latent-dim", type=int, default=16)
@@ -154,23 +137,22 @@ def main(argv=None) -> int:
     args.epochs = args.epochs or epochs
     if args.tiny:
         args.filters, args.dense_units, args.disc_units, args.latent_dim = [4, 8], 16, 16, 4
-    if not args.tiny and not (Path(args.data) / "images-idx3-ubyte.gz").exists():
-        print(f"bench_vaegan: error: the shared digits are not at {args.data}", file=sys.stderr)
+    if problem := digits.missing(args):
+        print(f"bench_vaegan: error: {problem}", file=sys.stderr)
         return 2
     run = machine.Run("vaegan", args)
-    data = load_data(args)
-    pictures_dir = Path(args.pictures) if args.pictures else (
-        Path(args.out).parent if args.out else machine.RESULTS)
-    pictures_dir.mkdir(parents=True, exist_ok=True)
+    data = digits.load(args)
+    pictures_dir = machine.pictures_folder(args)
     print(f"bench_vaegan ({mode}): {args.epochs} epochs, seeds {args.seeds}")
     rows = [row for seed in args.seeds for row in run_seed(seed, args, data, pictures_dir)]
     summary = summarize(rows)
     print(machine.table(summary, ["system", "n_seeds", "frechet_mean", "precision_mean",
-                                  "recall_mean", "neg_elbo_mean", "images_per_s_mean"],
+                                  "recall_mean", "negative_elbo_mean", "images_per_s_mean"],
                         floatfmt="{:.2f}"))
     path = run.write({"mode": mode, "rows": rows, "summary": summary,
-                      "notes": {"frechet": machine.frechet_note(SAMPLE_N, "grey training digits"),
-                                "neg_elbo": "pixel-wise negative ELBO on the held-out digits: "
+                      "notes": {"frechet": digits.frechet_note(digits.SAMPLE_N,
+                                                               "grey training digits"),
+                                "negative_elbo": "pixel-wise negative ELBO on the held-out digits: "
                                             "the VAE's objective, not the VAE-GAN's"}}, args.out)
     print(f"Wrote {path}")
     return 0

@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import digits, machine  # noqa: E402
 
 machine.quiet_tensorflow()
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -35,8 +35,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 
 import keras_vae  # noqa: E402
-from keras_vae import data, training  # noqa: E402
-from keras_vae.export import edge_io  # noqa: E402
+from keras_vae import data, recipes, training  # noqa: E402
+from keras_vae.export import reader  # noqa: E402
 from keras_vae.models import vqvae  # noqa: E402
 from keras_vae.parts import code_prior  # noqa: E402
 
@@ -45,15 +45,15 @@ def images_per_second(model_class, config, source, split, epochs, seed, batch_si
     """`(trained model, training images per second)` over `epochs` of `split`."""
     images = len(data.load_arrays(source, split)[0])
     with tempfile.TemporaryDirectory() as tmp:
-        result = training.run(Path(tmp) / "run", dataset=source, split=split,
-                              batch_size=batch_size, validation_split=0.0,
-                              model_class=model_class, model_config=config, epochs=epochs,
-                              seed=seed, verbose=0)
+        result = training.run(training.RunConfig(
+            Path(tmp) / "run", dataset=source, split=split, batch_size=batch_size,
+            validation_fraction=0.0, model=model_class, model_config=config, epochs=epochs,
+            seed=seed, verbose=0))
     return result.model, images * epochs / result.seconds
 
 
 def one_seed(args, seed, pictures_dir=None):
-    source, train_split, test_split = machine.digit_splits(args)
+    source, train_split, test_split = digits.source_splits(args)
     epochs, prior_epochs = args.epochs, args.prior_epochs
     vq_config = {"codebook_size": 64, "code_dim": 16}
     vq, vq_rate = images_per_second(keras_vae.VQVAE, vq_config, source, train_split, epochs,
@@ -114,9 +114,9 @@ def _sessions(out):
 
 def edge_sample(sessions, out, n, seed):
     prior, decoder = sessions
-    manifest = edge_io.read_manifest(out)
+    manifest = reader.read_manifest(out)
     table = manifest["prior"]
-    codes = edge_io.autoregressive_codes(
+    codes = recipes.autoregressive_codes(
         lambda c: prior.run(["logits"], {"indices": c})[0], n, table["grid_shape"],
         table["codebook_size"], seed)
     return decoder.run(["x"], {"indices": codes})[0]
@@ -136,7 +136,7 @@ def edge_latency(sessions, out, repeats=20):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="seconds: sklearn digits, 1 epoch")
-    p.add_argument("--data", default=str(machine.MNIST_8K), help="the shared MNIST digits")
+    p.add_argument("--data", default=str(digits.MNIST_8K), help="the shared MNIST digits")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--prior-epochs", type=int, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.tiny:
         args.epochs, args.prior_epochs, args.seeds = 1, 1, [0]
-    elif not (Path(args.data) / "images-idx3-ubyte.gz").exists():
-        print(f"bench_vqvae: error: the shared digits are not at {args.data}", file=sys.stderr)
+    elif problem := digits.missing(args):
+        print(f"bench_vqvae: error: {problem}", file=sys.stderr)
         return 2
     run = machine.Run("vqvae", args)
     rows = [one_seed(args, seed, args.pictures) for seed in args.seeds]

@@ -9,6 +9,9 @@ Absolute times on the shared 2-core machines drift with the other jobs
 running there, so each result file also records `os.getloadavg()` before and
 after the run; compare ratios measured side by side in one run, not
 absolute figures across runs.
+
+A leaf: it imports nothing of the benchmarks, so that every other module can
+import it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("KERAS_VAE_BENCH_RESULTS", ROOT / "benchmarks" / "results"))
-MNIST_8K = Path(os.environ.get("KERAS_VAE_MNIST_8K", ROOT.parent / "shared" / "data" / "mnist-8k"))
 
 _PACKAGES = ("numpy", "tensorflow", "keras", "keras-vae", "torch", "onnxruntime",
              "ai-edge-litert", "tf2onnx")
@@ -218,30 +220,13 @@ def table(rows: list[dict], columns: list[str], floatfmt: str = "{:.4g}") -> str
     return "\n".join(lines)
 
 
-def mnist_source(prefer: str | None = None) -> str:
-    """The data source of the benchmarks: the shared MNIST digits, else `digits`."""
-    if prefer:
-        return prefer
-    if (MNIST_8K / "images-idx3-ubyte.gz").exists():
-        return str(MNIST_8K)
-    print(f"note: shared MNIST digits not found at {MNIST_8K}; using sklearn 'digits' (8x8)",
-          file=sys.stderr)
-    return "digits"
-
-
-def digit_splits(args) -> tuple[str, str, str]:
-    """`(source, training split, held-out split)`: sklearn's 8x8 digits with `--tiny`, else
-    `args.data`, split by `systems.splits`."""
-    from benchmarks import systems
-
-    source = "digits" if args.tiny else str(args.data)
-    return (source, *systems.splits(source))
-
-
-def frechet_note(count: int, digits: str = "training digits") -> str:
-    """What a benchmark's `frechet` figure is, for its JSON `notes`."""
-    return ("Frechet distance in the features of a small classifier trained on the training "
-            f"digits (keras_vae.evaluation.quality), not Inception FID; against {count} {digits}")
+def pictures_folder(args) -> Path:
+    """Where a benchmark writes its pictures: `args.pictures`, else beside `args.out`, else
+    `RESULTS` (the folder is made)."""
+    folder = Path(args.pictures) if args.pictures else (
+        Path(args.out).parent if args.out else RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def summarize(rows: list[dict], systems, keys, *, group: str = "system") -> list[dict]:

@@ -1,12 +1,9 @@
 """Roofline: FLOPs per training example and per decoded sample, the machine's
 matmul peak, and the fraction of it each system achieves.
 
-FLOPs come from layer shapes (multiply-adds x 2): Dense `2*in*out`, Conv2D
-`2*H_out*W_out*k*k*C_in*C_out`, Conv2DTranspose `2*H_in*W_in*k*k*C_in*C_out`;
-element-wise work (activations, the loss, Adam) is left out. A training step
-is counted as 3x the forward pass of encoder plus decoder (forward, and the
-backward pass's two matmuls per layer). The peak is the best of a numpy and a
-TensorFlow float32 matmul probe.
+FLOPs come from layer shapes (`flops.py`: multiply-adds x 2, element-wise work
+left out, a training step as 3x the forward pass of encoder plus decoder). The
+peak is the best of a numpy and a TensorFlow float32 matmul probe.
 
 Usage:
 
@@ -29,47 +26,8 @@ from benchmarks import machine  # noqa: E402
 
 machine.quiet_tensorflow()
 
-
-# ---------------------------------------------------------------- FLOP counts
-
-
-def keras_flops(model) -> int:
-    """Forward FLOPs per example of a functional Keras model, from its layer shapes."""
-    from keras import layers
-
-    total = 0
-    for layer in _leaf_layers(model):
-        if isinstance(layer, layers.Dense):
-            total += 2 * int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
-        elif isinstance(layer, layers.Conv2DTranspose):
-            k_h, k_w, c_out, c_in = (int(d) for d in layer.kernel.shape)
-            _, h_in, w_in, _ = layer.input.shape
-            total += 2 * int(h_in) * int(w_in) * k_h * k_w * c_in * c_out
-        elif isinstance(layer, layers.Conv2D):
-            k_h, k_w, c_in, c_out = (int(d) for d in layer.kernel.shape)
-            _, h_out, w_out, _ = layer.output.shape
-            total += 2 * int(h_out) * int(w_out) * k_h * k_w * c_in * c_out
-    return total
-
-
-def _leaf_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
-def torch_flops(modules) -> int:
-    """Forward FLOPs per example of the `nn.Linear` layers in `modules`."""
-    return sum(2 * m.in_features * m.out_features for m in modules
-               if hasattr(m, "in_features"))
-
-
-def training_flops(forward: dict) -> int:
-    """FLOPs per training example: 3x the forward pass of encoder and decoder."""
-    return 3 * (forward["encoder"] + forward["decoder"])
-
+from benchmarks import digits, reference_torch, systems  # noqa: E402
+from benchmarks.flops import training_flops  # noqa: E402
 
 # -------------------------------------------------------------------- peak
 
@@ -110,8 +68,6 @@ def denormal_probe(n: int = 384, repeats: int = 15) -> dict:
     """
     import numpy as np
     import tensorflow as tf
-
-    from benchmarks import reference_torch
 
     normal = np.full((n, n), 1.0, dtype=np.float32)
     # Normal inputs whose products and sums (~3e-39) are denormal: the slow case.
@@ -186,10 +142,7 @@ def main(argv=None) -> dict:
         args.data = args.data or "digits"
         args.epochs, args.seconds, args.matmul_n = 1, 0.2, 256
     run = machine.Run("roofline", args)
-
-    from benchmarks import systems as systems_lib
-
-    source = machine.mnist_source(args.data)
+    source = digits.mnist_source(args.data)
     peak = matmul_peak(args.matmul_n)
     print(f"matmul peak (float32, n = {peak['n']}): numpy {peak['numpy_gflops']:.1f}, "
           f"TensorFlow {peak['tensorflow_gflops']:.1f} GFLOP/s")
@@ -197,8 +150,8 @@ def main(argv=None) -> dict:
     print("denormal inputs slow a matmul by " + ", ".join(
         f"x{v:.1f} ({k[:-9]})" for k, v in denormal.items() if k.endswith("_slowdown")))
     rows = []
-    for name, system in systems_lib.standard(source, args.batch_size,
-                                             include=args.systems).items():
+    for name, system in systems.standard(source, args.batch_size,
+                                         include=args.systems).items():
         forward = system.flops_forward()
         system.fit_epochs(1)  # warm-up: tracing, first-epoch allocations
         start = time.perf_counter()

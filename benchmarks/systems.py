@@ -18,14 +18,7 @@ import time
 
 import numpy as np
 
-from benchmarks import reference_kerasio, reference_torch
-
-
-def splits(source: str) -> tuple[str, str]:
-    """Train and held-out splits: 7,000 / 1,000 of the shared MNIST digits (1,500 / 297 of `digits`)."""
-    if source == "digits":
-        return "train[:1500]", "train[1500:]"
-    return "train[:7000]", "train[7000:]"
+from benchmarks import digits, flops, reference_kerasio, reference_torch
 
 
 def deadline_callback(seconds: float):
@@ -98,10 +91,8 @@ class KerasSystem:
                             self.batch_size)
 
     def flops_forward(self) -> dict:
-        from benchmarks import roofline
-
-        return {"encoder": roofline.keras_flops(self.model.encoder),
-                "decoder": roofline.keras_flops(self.model.decoder)}
+        return {"encoder": flops.keras_flops(self.model.encoder),
+                "decoder": flops.keras_flops(self.model.decoder)}
 
 
 class Ours(KerasSystem):
@@ -127,10 +118,11 @@ class Ours(KerasSystem):
         self.batch_size = batch_size
         self.numpy_input = numpy_input
         keras.utils.set_random_seed(seed)
-        self.x_gray, _ = keras_vae.data.load_arrays(source, splits(source)[0])
+        self.x_gray, _ = digits.training_arrays(source)
         self.n = len(self.x_gray)
-        self.dataset = keras_vae.data.load(source, splits(source)[0], batch_size=batch_size,
-                                           binarize="dynamic", seed=seed, with_labels=False)
+        self.dataset = keras_vae.data.load(source, digits.splits(source)[0],
+                                           batch_size=batch_size, binarize="dynamic", seed=seed,
+                                           with_labels=False)
         previous = keras.config.dtype_policy()
         keras.config.set_dtype_policy(dtype_policy or previous)  # layers keep the policy
         try:
@@ -167,12 +159,10 @@ class KerasIO(KerasSystem):
     def __init__(self, name, source, latent_dim, batch_size=128, seed=0):
         import keras
 
-        import keras_vae
-
         self.name = name
         self.batch_size = batch_size
         keras.utils.set_random_seed(seed)
-        self.x_gray, _ = keras_vae.data.load_arrays(source, splits(source)[0])
+        self.x_gray, _ = digits.training_arrays(source)
         self.n = len(self.x_gray)
         self.model = reference_kerasio.build(latent_dim, self.x_gray.shape[1:], seed=seed)
         self.description = "keras.io conv VAE, numpy arrays into fit"
@@ -195,12 +185,10 @@ class Torch:
 
     def __init__(self, name, source, latent_dim, batch_size=128, seed=0,
                  hidden_units=(400, 400), threads=None):
-        import keras_vae
-
         self.name = name
         self.threads = threads  # torch's intra-op threads while this system trains
         self.batch_size = batch_size
-        self.x_gray, _ = keras_vae.data.load_arrays(source, splits(source)[0])
+        self.x_gray, _ = digits.training_arrays(source)
         self.n = len(self.x_gray)
         self.image_size = int(np.prod(self.x_gray.shape[1:]))
         self.hidden_units = tuple(hidden_units)
@@ -246,12 +234,10 @@ class Torch:
         return "probs", fn
 
     def flops_forward(self) -> dict:
-        from benchmarks import roofline
-
-        return {"encoder": roofline.torch_flops(self.model.enc)
-                + roofline.torch_flops([self.model.fc21, self.model.fc22]),
-                "decoder": roofline.torch_flops(self.model.dec)
-                + roofline.torch_flops([self.model.fc_out])}
+        return {"encoder": flops.torch_flops(self.model.enc)
+                + flops.torch_flops([self.model.fc21, self.model.fc22]),
+                "decoder": flops.torch_flops(self.model.dec)
+                + flops.torch_flops([self.model.fc_out])}
 
 
 # The standard line-up: conv against keras.io (ours as shipped, and ours with

@@ -6,13 +6,16 @@ it), in two layers:
 - the exporters (`exporter`, `graphs`, `manifest`, `parity`, `*_format`,
   `subpixel`): TensorFlow-side, each file checked in its runtime against Keras
   before it is reported, and described in `manifest.json`;
-- the device side (`edge_io`, `sample_onnx`, `sample_litert`): numpy and one
-  runtime only, importing nothing of keras_vae, copied into every export
-  folder so the folder runs on its own.
+- the device side (`reader`, `images`, `sampler`, `sample_onnx`,
+  `sample_litert`, the server): numpy and one runtime only, importing nothing
+  of keras_vae but the numpy-only leaf `keras_vae.recipes` (linked into this
+  folder as `recipes.py`), copied into every export folder so the folder runs
+  on its own.
 
-The exporters load on first use (PEP 562), so the library's leaf modules can
-use `keras_vae.export.edge_io` (the one SHA-256, atomic writer, prior sampler
-and slerp) without pulling in the converters.
+The library never imports this package (only the `export` command does); the
+recipes it shares with the device (the one SHA-256, atomic writer, prior
+sampler and slerp) live in `keras_vae.recipes`. The exporters load on first
+use (PEP 562).
 
 Example:
 

@@ -30,7 +30,8 @@ import tensorflow as tf
 from keras_vae import data as data_lib
 from keras_vae.export import graphs as graphs_lib
 from keras_vae.export import manifest as manifest_lib
-from keras_vae.export.edge_io import read_manifest
+from keras_vae.export.reader import read_manifest
+from keras_vae.models.family import CONTINUOUS, family_of
 from keras_vae.uses import anomaly as anomaly_lib
 
 SCORE = "negative_elbo"
@@ -52,8 +53,10 @@ def scores(model, images, labels=None, batch_size: int = 256) -> np.ndarray:
         `(n,)` float32 scores in nats.
 
     Raises:
-        ValueError: bad images (range, shape, NaN) or labels.
+        ValueError: a model of discrete codes (it has no negative ELBO), bad
+            images (range, shape, NaN) or labels.
     """
+    family_of(model).require(CONTINUOUS, "Anomaly calibration", f"this {type(model).__name__}")
     model = graphs_lib.float32_model(model)
     out = []
     for x, labels_b, _ in data_lib.iterate_batches(model, images, labels, batch_size):
@@ -99,7 +102,7 @@ def calibrate(model, images, quantile: float = 0.99, labels=None, batch_size: in
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
     values = scores(model, images, labels, batch_size)
-    threshold = anomaly_lib.calibrate_threshold(values, percentile=100.0 * quantile)
+    threshold = anomaly_lib.calibrate_threshold(values, quantile)
     return {"score": SCORE, "eps": EPS, "threshold": threshold, "quantile": quantile,
             "calibration_examples": int(values.size),
             "calibration_source": str(source) if source else "in-memory images"}
@@ -115,7 +118,7 @@ def write(anomaly: dict, export_dir) -> dict:
         The updated manifest.
 
     Raises:
-        edge_io.EdgeError: no keras-vae manifest in `export_dir`.
+        reader.EdgeError: no keras-vae manifest in `export_dir`.
         ValueError: an `anomaly` entry without a finite threshold.
     """
     threshold = anomaly.get("threshold")

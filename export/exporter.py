@@ -2,7 +2,7 @@
 
 An export directory is a self-contained bundle: the exported files, their
 `manifest.json`, the device-side programs (`DEVICE_FILES`: the samplers, the
-server and their numpy helper) with their sha256 in the manifest, and a short
+server and the numpy-only modules they import) with their sha256 in the manifest, and a short
 README. Copy the folder to a device and run
 `python sample_onnx.py . --n 16 --seed 0 --out grid.png` there.
 """
@@ -20,6 +20,7 @@ from keras_vae.export import manifest as manifest_lib
 from keras_vae.export.litert_format import export_tflite
 from keras_vae.export.onnx_format import export_onnx
 from keras_vae.export.saved_model_format import export_saved_model
+from keras_vae.models.family import CODES
 from keras_vae.registry import Registry
 
 
@@ -42,10 +43,13 @@ register = FORMATS.register
 QUANTIZATIONS = tuple(dict.fromkeys(
     p for spec in FORMATS.values() for p in spec.precisions if p != "fp32"))
 QUANTIZE_ALIASES = {"int8": ("int8_dynamic", "int8_full")}
-# The device side of a bundle: numpy-only programs copied beside the files (the
-# server and its browser page too; onnxruntime-web's runtime files are not copied:
-# `npm ci` in export/web, or a `web/ort/` folder beside the bundle's files).
-DEVICE_FILES = ("edge_io.py", "sample_onnx.py", "sample_litert.py", "serve.py",
+# The device side of a bundle: numpy-only programs copied beside the files, with
+# the modules they import (`recipes.py` is the library's own file, linked into
+# export/), the server and its browser page too; onnxruntime-web's runtime files
+# are not copied: `npm ci` in export/web, or a `web/ort/` folder beside the files.
+DEVICE_FILES = ("recipes.py", "reader.py", "images.py", "sampler.py",
+                "sample_onnx.py", "sample_litert.py", "serve.py", "protocol.py", "batcher.py",
+                "service.py", "routes.py", "uploads.py", "workers.py",
                 "web/index.html", "web/app.js", "web/npy_random.js", "web/style.css")
 SOURCE = Path(__file__).resolve().parent
 
@@ -108,7 +112,7 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
         formats: Names from `FORMATS` (a list or a comma-separated string).
         quantize: Names from `QUANTIZATIONS`, or `int8` for both int8 modes.
         graphs: Which of the model's graphs to export; None for every graph
-            the model offers (`model.export_graphs()`: a VAE has `decoder`,
+            its family offers (`Family.graphs(model)`: a VAE has `decoder`,
             `encoder`, `scorer`; a VQ-VAE `decoder`, `encoder`, `prior`).
         quantize_graphs: The graphs that also get quantized files.
         representative_z: Codes calibrating int8_full decoders (default: prior draws).
@@ -187,9 +191,11 @@ def bundle_readme(manifest: dict) -> str:
     rows = "\n".join(f"| `{e['path']}` | {e['graph']} | {e['format']} | {e['precision']} |"
                      for e in manifest["files"])
     shape = "x".join(str(d) for d in manifest["image"]["shape"])
-    codes = manifest.get("codes")
-    latent = (f"latent size\n{manifest['latent_dim']}" if not codes else
-              f"codes {'x'.join(map(str, codes['grid_shape']))} of {codes['codebook_size']}")
+    if manifest["family"]["latent_kind"] == CODES:
+        codes = manifest["codes"]
+        latent = f"codes {'x'.join(map(str, codes['grid_shape']))} of {codes['codebook_size']}"
+    else:
+        latent = f"latent size\n{manifest['latent_dim']}"
     return f"""# keras-vae export
 
 A {manifest["model"]["class"]} (`{manifest["model"]["arch"]}`, {latent}, images {shape}), exported by keras-vae
@@ -216,8 +222,8 @@ python serve.py . --port 8000    # HTTP: Open Inference Protocol, /v1/score, the
 python serve.py . --workers 2     # one server process per core
 ```
 
-`serve.py` also needs Starlette and uvicorn (`pip install starlette uvicorn
-python-multipart`); its browser page needs onnxruntime-web's files in `web/ort/`
+`serve.py` also needs Starlette, uvicorn and Pillow (`pip install starlette uvicorn
+python-multipart pillow`); its browser page needs onnxruntime-web's files in `web/ort/`
 (`ort.wasm.min.mjs`, `ort-wasm-simd-threaded.mjs`, `ort-wasm-simd-threaded.wasm`
 from the npm package's `dist/`).
 

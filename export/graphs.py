@@ -1,8 +1,8 @@
 """Tracing a model's export graphs as float32 `tf.function`s of explicit inputs.
 
-The model lists what it exports (`model.export_graphs()`, a dict of
-`keras_vae.models.signatures.GraphSignature`): a VAE offers `decoder`, `encoder` and
-`scorer`; another family lists its own. This module traces each one with a
+A model's family lists what it exports (`Family.graphs(model)`, the model's
+`export_graphs()`, a dict of `keras_vae.models.signatures.GraphSignature`): a
+VAE offers `decoder`, `encoder` and `scorer`; another family lists its own. This module traces each one with a
 dynamic batch, refuses random ops (noise is an input or is drawn outside),
 and hands the result to the format converters.
 """
@@ -16,25 +16,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.export.errors import ExportError
 from keras_vae.export.subpixel import transposed_convs_as_subpixel
+from keras_vae.models.family import family_of
 from keras_vae.models.signatures import GraphSignature
 
 BATCH = None  # every exported graph has a dynamic batch dimension
 
 
 def signatures(model) -> dict:
-    """`model.export_graphs()`, checked: `{name: GraphSignature}`.
+    """The graphs `model`'s family exports: `{name: GraphSignature}`.
 
     Raises:
-        TypeError: a model that lists no export graphs.
+        TypeError: a model of no registered family (`keras_vae.models.FAMILIES`).
     """
-    lister = getattr(model, "export_graphs", None)
-    if not callable(lister):
-        raise TypeError(f"Export needs a keras_vae model that lists its graphs "
-                        f"(`export_graphs()`); got {type(model).__name__}")
-    return lister()
+    try:
+        family = family_of(model)
+    except ValueError as e:
+        raise TypeError(f"Export needs a keras_vae model: {e}") from None
+    return family.graphs(model)
 
 
 def get(model, name: str) -> GraphSignature:
@@ -120,13 +121,13 @@ class Graph:
     def prior_draws(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """`(n, latent_dim)` codes from the prior the model samples from, as the edge draws them.
 
-        The manifest's table (`model.prior_table()`): a mixture prior's codes
-        may lie far from N(0, I)'s, and the decoder is checked and calibrated
-        where it will run. N(0, I) for a model without a table (the same
-        draws as `rng.standard_normal`).
+        The manifest's table (the family's `manifest_latents`): a mixture
+        prior's codes may lie far from N(0, I)'s, and the decoder is checked
+        and calibrated where it will run. N(0, I) for latents without a table
+        (the same draws as `rng.standard_normal`).
         """
-        table = self.model.prior_table() if hasattr(self.model, "prior_table") else None
-        return edge_io.sample_prior(table, n, int(self.model.latent_dim), rng)
+        latents = family_of(self.model).manifest_latents(self.model)
+        return recipes.sample_prior(latents.get("prior"), n, int(latents["latent_dim"]), rng)
 
     def keras_outputs(self, feeds: dict) -> dict:
         """The Keras (eager, float32) outputs for numpy `feeds`."""

@@ -7,7 +7,7 @@ import logging
 import keras
 import numpy as np
 
-from keras_vae import files
+from keras_vae import backend, files
 from keras_vae.export import graphs, manifest, parity
 from keras_vae.export.errors import ExportError
 
@@ -79,7 +79,8 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)  # the converter logs its temporary SavedModel
     try:
-        flatbuffer = converter.convert()
+        with backend.native_logs_held():
+            flatbuffer = converter.convert()
     except Exception as e:
         raise ExportError(f"TFLite conversion of the {graph} with builtin ops only failed: "
                           f"{e}") from e
@@ -94,7 +95,8 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
     with files.staged(path) as tmp:
         tmp.write_bytes(flatbuffer)
         try:
-            runner = Interpreter(model_path=str(tmp)).get_signature_runner(SIGNATURE)
+            with backend.native_logs_held():
+                runner = Interpreter(model_path=str(tmp)).get_signature_runner(SIGNATURE)
         except Exception as e:
             raise ExportError(f"LiteRT cannot load {path}: {e}") from e
         got = sorted(runner.get_input_details()), sorted(runner.get_output_details())

@@ -1,16 +1,19 @@
 """The `manifest.json` that describes an export directory, and its summary table.
 
-Layout (version 2), read by the edge samplers through `edge_io.read_manifest`:
+Layout (version 2), read by the edge samplers through `reader.read_manifest`:
 
 - `keras_vae_version`, `created_utc`, `versions` (converters and runtimes);
 - `model`: class, name, architecture, likelihood, the dtype policy it was
   trained with and `exported_dtype` (always float32);
+- `family`: the model family's `name` and `latent_kind`, `"continuous"` (z
+  drawn from `prior`) or `"codes"` (grids of discrete codes); exports without
+  it are continuous unless `prior.type` is `"autoregressive_codes"`;
 - `latent_dim` and `prior`: the prior's table (`{"type": "standard_normal"}`
-  or a Gaussian mixture), from which `edge_io.sample_prior` draws exactly the
+  or a Gaussian mixture), from which `recipes.sample_prior` draws exactly the
   z that Keras draws for the same seed; a VQ-VAE has `latent_dim` null,
   `codes` (grid shape, codebook size) and `prior` `{"type":
   "autoregressive_codes", "graph": "prior" or null, ...}`, drawn by
-  `edge_io.autoregressive_codes`;
+  `recipes.autoregressive_codes`;
 - `image`: shape, dtype, `value_range` ([0, 1] or null) and what `x` means;
 - `num_classes` and `class_names` (conditional models);
 - `graphs`: each graph's inputs, outputs and meaning;
@@ -18,7 +21,7 @@ Layout (version 2), read by the edge samplers through `edge_io.read_manifest`:
   converter, runtime, input/output names, shapes and dtypes, size, sha256 and
   the parity figures against Keras;
 - `bundle`: the device-side files copied beside them (samplers, server,
-  their numpy helper), each with its size and sha256.
+  the numpy-only modules they import), each with its size and sha256.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from pathlib import Path
 import keras
 
 from keras_vae import files
-from keras_vae.export import graphs as graphs_lib
-from keras_vae.export.edge_io import MANIFEST, MANIFEST_VERSION
+from keras_vae.export.reader import MANIFEST, MANIFEST_VERSION
+from keras_vae.models.family import family_of
 from keras_vae.version import __version__
 
 _PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
@@ -57,7 +60,8 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with "
                              f"{num_classes} classes")
-    signatures = graphs_lib.signatures(model)
+    family = family_of(model)
+    signatures = family.graphs(model)
     decoder = signatures.get("decoder")
     value_range = decoder.value_range if decoder is not None else None
     likelihood = getattr(model.likelihood, "name_in_registry", type(model.likelihood).__name__)
@@ -78,7 +82,8 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
             "trained_dtype_policy": dtype_policy,
             "exported_dtype": "float32",
         },
-        **latents(model),
+        "family": family.manifest_entry(),
+        **family.manifest_latents(model),
         "image": {
             "shape": [int(d) for d in model.image_shape],
             "dtype": "float32",
@@ -93,24 +98,13 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
 
 
 def latents(model: keras.Model) -> dict:
-    """The manifest's `latent_dim` and `prior` (and more) for `model`.
+    """The manifest's `latent_dim` and `prior` (and more) for `model`, as its family describes them.
 
-    A model describing its own latents (`model.manifest_latents()`, e.g. a
-    VQ-VAE's code grid and its autoregressive prior) gives them; a VAE gives
-    its latent size and the table of the prior it samples from (its
-    `sampling_prior` when set).
+    A VAE gives its latent size and the table of the prior it samples from
+    (its `sampling_prior` when set); a VQ-VAE `latent_dim` null, its code grid
+    and its autoregressive prior.
     """
-    describe = getattr(model, "manifest_latents", None)
-    if callable(describe):
-        return describe()
-    table = (model.prior_table() if hasattr(model, "prior_table")
-             else model.prior.manifest(int(model.latent_dim)))
-    return {
-        "latent_dim": int(model.latent_dim),
-        "prior": {**table,
-                  "meaning": "z for a seed: keras_vae.export.edge_io.sample_prior(prior, n, "
-                             "latent_dim, seed), the same draws as the model's sample()"},
-    }
+    return family_of(model).manifest_latents(model)
 
 
 def write(manifest: dict, directory) -> Path:

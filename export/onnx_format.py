@@ -14,10 +14,9 @@ from keras_vae.export.errors import ExportError
 OPSET = 17
 PRECISIONS = ("fp32", "int8_dynamic")
 # What int8_dynamic quantizes: the dense layers. It pays where a wide one dominates
-# the bytes read per sample (a 512x3136 layer: 6.4 MB in float32, 1.6 MB in int8,
-# batch-1 decoding 0.38 against 0.62 ms); on the default conv decoder, whose only
-# dense layer is 16x3136, the quantize/dequantize steps make it slightly slower
-# than float32 (0.26 against 0.22 ms; benchmarks/bench_sampling.py).
+# the bytes read per sample; where the only dense layer is narrow (the default conv
+# decoder), the quantize/dequantize steps cost more than they save
+# (benchmarks/README.md, sampling).
 QUANTIZED_OPS = ["MatMul"]
 # Output channels below which a stride-1 convolution is exported as a ConvTranspose
 # (onnxruntime pads convolution outputs to 16 channels with AVX-512).

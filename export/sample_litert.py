@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Decodes images from a keras-vae export with LiteRT, needing only numpy and ai-edge-litert.
 
-Copy this file, `edge_io.py` and the export directory to the device, then:
+Copy the export directory (it holds this file and the device modules it
+imports) to the device, then:
 
     python sample_litert.py EXPORT_DIR --n 16 --seed 0 --out grid.png
     python sample_litert.py EXPORT_DIR --precision int8_full --out grid.png
@@ -12,13 +13,18 @@ The same `--seed` gives the same z as `prior_z` and `VAE.sample` in the library.
 
 import sys
 
-try:
-    from . import edge_io  # imported as part of the installed package
-except ImportError:
+if __package__:
+    from keras_vae import recipes
+
+    from . import reader, sampler
+else:  # run as a script: the device modules sit beside this file
     try:
-        import edge_io  # run as a script: the helper sits beside this file
-    except ImportError:
-        sys.exit("sample_litert.py: error: edge_io.py must sit beside this script; copy both.")
+        import reader
+        import recipes
+        import sampler
+    except ImportError as e:
+        sys.exit(f"sample_litert.py: error: {e.name}.py must sit beside this script; copy the "
+                 "whole export folder (or sampler.py, reader.py, images.py and recipes.py).")
 
 PRECISIONS = ["fp32", "fp16", "int8_dynamic", "int8_full"]
 
@@ -29,7 +35,7 @@ def load(content: bytes, threads: int, name: str = "decoder.tflite", output: str
         import numpy as np
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise edge_io.EdgeError("ai-edge-litert is not installed (pip install ai-edge-litert).") \
+        raise reader.EdgeError("ai-edge-litert is not installed (pip install ai-edge-litert).") \
             from None
     try:
         interpreter = Interpreter(model_content=content, num_threads=threads or None)
@@ -37,7 +43,7 @@ def load(content: bytes, threads: int, name: str = "decoder.tflite", output: str
         details = runner.get_input_details()
     except Exception as e:  # LiteRT raises ValueError/RuntimeError from C++
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise edge_io.EdgeError(f"LiteRT cannot load {name}: {edge_io.clip(message)}") from None
+        raise reader.EdgeError(f"LiteRT cannot load {name}: {recipes.clip(message)}") from None
     inputs = {
         key: (tuple(None if d < 0 else int(d) for d in d_["shape_signature"]),
               np.dtype(d_["dtype"]).name)
@@ -48,13 +54,13 @@ def load(content: bytes, threads: int, name: str = "decoder.tflite", output: str
         try:
             return runner(**feeds)[output]
         except Exception as e:
-            raise edge_io.EdgeError(f"LiteRT failed to run {name}: {edge_io.clip(e)}") from None
+            raise reader.EdgeError(f"LiteRT failed to run {name}: {recipes.clip(e)}") from None
 
     return inputs, decode
 
 
 def main(argv=None) -> int:
-    return edge_io.run_sampler(argv, "sample_litert.py", "LiteRT", "tflite", PRECISIONS, load)
+    return sampler.run_sampler(argv, "sample_litert.py", "LiteRT", "tflite", PRECISIONS, load)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Decodes images from a keras-vae export with onnxruntime, needing only numpy and onnxruntime.
 
-Copy this file, `edge_io.py` and the export directory to the device, then:
+Copy the export directory (it holds this file and the device modules it
+imports) to the device, then:
 
     python sample_onnx.py EXPORT_DIR --n 16 --seed 0 --out grid.png
     python sample_onnx.py EXPORT_DIR --interpolate 0 1 --steps 8 --out path.png
@@ -16,13 +17,18 @@ import sys
 # No telemetry queue under ~/.cache: opt out before onnxruntime is ever imported.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-try:
-    from . import edge_io  # imported as part of the installed package
-except ImportError:
+if __package__:
+    from keras_vae import recipes
+
+    from . import reader, sampler
+else:  # run as a script: the device modules sit beside this file
     try:
-        import edge_io  # run as a script: the helper sits beside this file
-    except ImportError:
-        sys.exit("sample_onnx.py: error: edge_io.py must sit beside this script; copy both.")
+        import reader
+        import recipes
+        import sampler
+    except ImportError as e:
+        sys.exit(f"sample_onnx.py: error: {e.name}.py must sit beside this script; copy the "
+                 "whole export folder (or sampler.py, reader.py, images.py and recipes.py).")
 
 PRECISIONS = ["fp32", "int8_dynamic"]
 _DTYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64",
@@ -38,13 +44,13 @@ def load(content: bytes, threads: int, name: str = "decoder.onnx", output: str =
     try:
         import onnxruntime as ort
     except ImportError:
-        raise edge_io.EdgeError("onnxruntime is not installed (pip install onnxruntime).") from None
+        raise reader.EdgeError("onnxruntime is not installed (pip install onnxruntime).") from None
     try:
-        external = edge_io.onnx_uses_external_data(content)
-    except edge_io.EdgeError as e:
-        raise edge_io.EdgeError(f"onnxruntime cannot load {name}: {e}") from None
+        external = reader.onnx_uses_external_data(content)
+    except reader.EdgeError as e:
+        raise reader.EdgeError(f"onnxruntime cannot load {name}: {e}") from None
     if external:
-        raise edge_io.EdgeError(
+        raise reader.EdgeError(
             f"{name} keeps tensors in external data files, which the manifest's checksum does "
             "not cover; refusing it (export without external data).")
     options = ort.SessionOptions()
@@ -55,7 +61,7 @@ def load(content: bytes, threads: int, name: str = "decoder.onnx", output: str =
         session = ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise edge_io.EdgeError(f"onnxruntime cannot load {name}: {edge_io.clip(message)}") from None
+        raise reader.EdgeError(f"onnxruntime cannot load {name}: {recipes.clip(message)}") from None
     inputs = {
         i.name: (tuple(d if isinstance(d, int) else None for d in i.shape),
                  _DTYPES.get(i.type, i.type))
@@ -66,13 +72,13 @@ def load(content: bytes, threads: int, name: str = "decoder.onnx", output: str =
         try:
             return session.run([output], feeds)[0]
         except Exception as e:
-            raise edge_io.EdgeError(f"onnxruntime failed to run {name}: {edge_io.clip(e)}") from None
+            raise reader.EdgeError(f"onnxruntime failed to run {name}: {recipes.clip(e)}") from None
 
     return inputs, decode
 
 
 def main(argv=None) -> int:
-    return edge_io.run_sampler(argv, "sample_onnx.py", "onnxruntime", "onnx", PRECISIONS, load)
+    return sampler.run_sampler(argv, "sample_onnx.py", "onnxruntime", "onnx", PRECISIONS, load)
 
 
 if __name__ == "__main__":

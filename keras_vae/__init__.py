@@ -4,8 +4,8 @@
 `keras.saving.load_model` works in a fresh process) and exposes every module
 the docs use. The layers, bottom up (imports only point down):
 
-- leaves: `version`, `registry`, `signatures`, `export.edge_io` (numpy-only
-  device code: checksums, atomic writes, prior draws, slerp, grids);
+- leaves: `version`, `registry`, `signatures`, `recipes` (numpy only, shared
+  with the device code: checksums, atomic writes, prior draws, slerp, grids);
 - `files`, `data` (sources, checks, pipeline, batches), `blocks`,
   `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
 - `networks`, `sequences`, `saving`, then the models: `vae`, its variant

@@ -1,61 +1,72 @@
-"""TensorFlow, imported once and quietly.
+"""TensorFlow, imported once and quietly, and native log lines kept off the terminal.
 
-TensorFlow's C++ runtime writes start-up lines (`I0000 ... cudart_stub.cc`, the absl
-warning, the CPU-feature note, `cuInit` on machines without a GPU) straight to file
-descriptor 2, where no Python logger or `TF_CPP_MIN_LOG_LEVEL` value reaches them. They say
-nothing a user of keras-vae acts on, so `quiet_import` holds file descriptor 2 while
-TensorFlow loads and finds its devices, then passes on every other line it wrote.
+TensorFlow's and LiteRT's C++ code writes lines (`I0000 ... cudart_stub.cc`, the absl
+warning, the CPU-feature note, `cuInit` on machines without a GPU, the converter's
+`fully_quantize: ...`, the XNNPACK delegate note) straight to file descriptor 2, where no
+Python logger or `TF_CPP_MIN_LOG_LEVEL` value reaches them. They say nothing a user of
+keras-vae acts on, so `native_logs_held` holds file descriptor 2 around the calls that write
+them and passes on every other line.
 
-Set `TF_CPP_MIN_LOG_LEVEL` yourself (to 0 or 1) to see TensorFlow's lines again.
+Set `TF_CPP_MIN_LOG_LEVEL` yourself (to 0 or 1) to see them again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
 
-# A C++ log line of absl/TensorFlow ("I0000 00:00:1796676623.905030    3130 file.cc:31] ...").
-_CPP_LOG = re.compile(
+# A native log line: absl/TensorFlow ("I0000 00:00:1796676623.905030  3130 file.cc:31] ..."),
+# or the start-up and converter notes that come without that prefix.
+NATIVE_LOG = re.compile(
     rb"^(?:[IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions:)")
+    rb"|To enable the following instructions:"
+    rb"|INFO: Created TensorFlow Lite \S+ delegate"
+    rb"|fully_quantize: \d+, inference_type: )")
 
 
-def wants_tensorflow_logs() -> bool:
+def wants_native_logs() -> bool:
     """True when the user asked TensorFlow to log (`TF_CPP_MIN_LOG_LEVEL` below 2)."""
     return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2").strip() in ("0", "1")
 
 
-def quiet_import():
-    """Imports and returns `tensorflow`, dropping its C++ start-up lines from stderr."""
-    if "tensorflow" in sys.modules or wants_tensorflow_logs():
-        import tensorflow as tf
-
-        return tf
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+@contextlib.contextmanager
+def native_logs_held():
+    """Drops native log lines written to file descriptor 2 inside the block; keeps the rest."""
+    if wants_native_logs():
+        yield
+        return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):  # no file descriptor 2 (an embedding host): nothing to hold
-        import tensorflow as tf
-
-        return tf
+        yield
+        return
     with tempfile.TemporaryFile() as held:
         os.dup2(held.fileno(), 2)
         try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # device discovery logs too (cuInit)
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             held.seek(0)
             kept = [line for line in held.read().splitlines(keepends=True)
-                    if not _CPP_LOG.match(line)]
+                    if not NATIVE_LOG.match(line)]
             if kept:
                 sys.stderr.buffer.write(b"".join(kept))
                 sys.stderr.flush()
+
+
+def quiet_import():
+    """Imports and returns `tensorflow`, dropping its native start-up lines from stderr."""
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_logs_held():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device discovery logs too (cuInit)
     return tf

@@ -6,20 +6,19 @@ Each command parses its arguments and calls library functions.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
-from keras_vae.export.edge_io import (
+from keras_vae.recipes import (
     MAX_IMAGES,
     bounded_float,
     bounded_int,
     clip,
     image_count,
     image_file,
-    non_negative_float,
-    non_negative_int,
     output_file,
     positive_float,
     seed_int,
@@ -27,7 +26,6 @@ from keras_vae.export.edge_io import (
 
 # Bounds of the command line's numbers (far above any sensible run).
 MAX_BATCH = 1 << 16
-MAX_LATENT_DIM = 4096
 MAX_EPOCHS = 100_000
 MAX_K = 10_000  # importance samples per example
 MAX_ARCH_OPTIONS_CHARS = 10_000
@@ -38,6 +36,22 @@ MAX_MESSAGE = 1000  # characters of an error message
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class DeprecatedFlag(argparse.Action):
+    """A flag kept one release under its old name: says so on stderr, stores the new one."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _percentile_as_quantile(text: str) -> float:
+    return bounded_float(0.0, 100.0, lo_open=True, what="a percentile")(text) / 100.0
 
 
 def add_data_args(p, split="train"):
@@ -62,55 +76,95 @@ def _binarize_arg(value):
     return None if value == "none" else value
 
 
-def add_objective_args(p):
-    from keras_vae.parts import objectives
+class Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` that runs its `checks` on the parsed arguments.
 
-    p.add_argument("--kl-warmup", type=non_negative_int, default=0, metavar="STEPS",
-                   help="KL warm-up length in optimizer steps (the cycle length for "
-                        "--kl-schedule cyclical); 0 for none")
-    p.add_argument("--kl-schedule", choices=sorted(set(objectives.SCHEDULES) - {"constant"}),
-                   default="linear",
-                   help="shape of the KL warm-up")
-    p.add_argument("--free-bits", type=non_negative_float, default=0.0, metavar="NATS",
-                   help="floor on each latent dimension's KL (nats), Kingma et al. 2016")
-    p.add_argument("--iwae-k", type=bounded_int(1, MAX_K, "a sample count"), default=1,
-                   metavar="K", help="train on the IWAE bound with K importance samples (1: the ELBO)")
-    p.add_argument("--conditional", action="store_true",
-                   help="condition encoder and decoder on the data's labels")
+    Each check returns None or a message; the first message is a usage error
+    in one line (exit status 2), before any work.
+    """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.checks = []
 
-def _objective_kwargs(args) -> dict:
-    """VAE constructor arguments of the objective flags."""
-    from keras_vae.parts import objectives
-
-    schedule = None
-    if args.kl_warmup:
-        key = "steps" if args.kl_schedule == "linear" else "period"
-        schedule = objectives.get(args.kl_schedule, **{key: args.kl_warmup})
-    return {"kl_schedule": schedule, "free_bits": args.free_bits, "iwae_k": args.iwae_k}
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        for check in self.checks:
+            message = check(namespace)
+            if message:
+                self.exit(2, f"{self.prog}: error: {message}\n")
+        return namespace, extras
 
 
-def _prior_kwargs(args) -> dict:
-    """VAE constructor arguments of `--prior` and `--prior-components`."""
-    if args.prior_components is None:
-        return {"prior": args.prior}
-    return {"prior": args.prior, "prior_options": {"components": args.prior_components}}
+def _option_type(option):
+    """The argparse `type=` of a family's `Option`: a bounded number, a JSON object or text."""
+    if option.type is dict:
+        return _json_object
+    if option.type is int:
+        return bounded_int(option.low, option.high, option.what or "an integer")
+    if option.type is float:
+        return bounded_float(option.low, option.high, lo_open=option.low_open,
+                             what=option.what or "a number")
+    return option.type
+
+
+def add_family_options(p, families) -> None:
+    """Adds every family's train options to parser `p`, each flag once, and their check.
+
+    A family's flag is stored only when given; the check then fills in the
+    `--model` family's defaults and refuses, in one line, the flags of other
+    families and `--conditional` for a family that cannot be conditioned.
+
+    Args:
+        p: A `Parser` (`keras-vae train`).
+        families: The registry of families (`keras_vae.models.FAMILIES`).
+    """
+    declared = {}  # flag -> (its first Option, {help: [family names]})
+    for family in families.values():
+        for option in family.options:
+            _, helps = declared.setdefault(option.flag, (option, {}))
+            helps.setdefault(option.help, []).append(family.name)
+    for flag, (option, helps) in declared.items():
+        text = "; ".join(f"{', '.join(names)}: {help}" for help, names in helps.items())
+        if option.type is bool:
+            p.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=text)
+            continue
+        choices = option.choices() if callable(option.choices) else option.choices
+        p.add_argument(flag, type=_option_type(option), choices=choices,
+                       default=argparse.SUPPRESS, metavar=option.metavar, help=text)
+
+    def check(args):
+        family = families.get(args.model)
+        own = {o.flag for o in family.options}
+        foreign = [flag for flag, (o, _) in declared.items()
+                   if flag not in own and hasattr(args, o.dest)]
+        if foreign:
+            return (f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply "
+                    f"to --model {family.name} ({family.summary}); its options: "
+                    f"{', '.join(sorted(own)) or 'none'}")
+        if args.conditional and not family.conditional:
+            return (f"--conditional does not apply to --model {family.name} "
+                    f"({family.summary}): it is unconditional")
+        for o in family.options:
+            if not hasattr(args, o.dest):
+                setattr(args, o.dest, o.default)
+        return None
+
+    p.checks.append(check)
 
 
 def _variant(args) -> tuple[dict, dict]:
     """The model variant's `training.run` arguments and extra model config.
 
-    `--tc-beta` selects beta-TCVAE, which needs the number of training
-    examples (the split less the validation fraction `data.load` holds out).
+    `--tc-beta` (a VAE-family option) selects beta-TCVAE, which needs the
+    number of training examples (the split less the validation fraction
+    `data.load` holds out).
     """
-    if args.tc_beta is None:
+    if getattr(args, "tc_beta", None) is None:
         return {}, {}
     from keras_vae import data
     from keras_vae.models.tcvae import TCVAE
 
-    if args.model != "vae":
-        raise ValueError(f"--tc-beta makes a beta-TCVAE, a VAE; it does not apply to "
-                         f"--model {args.model}.")
     if data.is_local(args.dataset):
         n = len(data.load_arrays(args.dataset, args.split)[0])
     else:
@@ -124,24 +178,11 @@ def _variant(args) -> tuple[dict, dict]:
 
 
 def _model_config(args) -> dict:
-    """Constructor arguments of the `--model` family from the train flags."""
-    if args.model == "vqvae":
-        if args.conditional:
-            raise ValueError("--model vqvae is unconditional; drop --conditional.")
-        return {"codebook_size": args.codebook_size, "code_dim": args.code_dim,
-                "arch_options": args.arch_options, "likelihood": args.likelihood,
-                "commitment_cost": args.commitment_cost, "ema": args.ema}
-    config = {"latent_dim": args.latent_dim, "arch": args.arch,
-              "arch_options": args.arch_options, "likelihood": args.likelihood,
-              "beta": args.beta, **_prior_kwargs(args), **_objective_kwargs(args)}
-    if args.model == "vaegan":
-        if args.prior != "standard_normal" or args.iwae_k != 1:
-            raise ValueError("--model vaegan draws its fakes from the standard normal prior "
-                             "and trains on the KL: drop --prior and --iwae-k.")
-        config.update(gamma=args.gamma, feature_layer=args.feature_layer,
-                      disc_learning_rate=args.disc_learning_rate,
-                      disc_options=args.disc_options, pixel_weight=args.pixel_weight)
-    return config
+    """Constructor arguments of the `--model` family from its train options."""
+    from keras_vae.models import FAMILIES
+
+    family = FAMILIES.get(args.model)
+    return family.config({o.dest: getattr(args, o.dest) for o in family.options})
 
 
 def cmd_train(args):
@@ -149,15 +190,16 @@ def cmd_train(args):
 
     run_kwargs, variant_config = _variant(args)
     model_config = {**_model_config(args), **variant_config}
-    result = training.run(
+    config = training.RunConfig(
         args.out, dataset=args.dataset, split=args.split, batch_size=args.batch_size,
-        validation_split=args.validation_split, binarize=_binarize_arg(args.binarize),
-        data_dir=args.data_dir, model_config=model_config, conditional=args.conditional,
-        model_class=run_kwargs.get("model_class") or training.MODELS.get(args.model),
+        validation_fraction=args.validation_split, binarize=_binarize_arg(args.binarize),
+        data_dir=args.data_dir, conditional=args.conditional,
+        model=run_kwargs.get("model_class") or args.model, model_config=model_config,
         epochs=args.epochs, learning_rate=args.learning_rate, strategy=args.strategy,
         mixed_precision=args.mixed_precision, seed=args.seed, deterministic=args.deterministic,
         resume=args.resume, backup_dir=args.backup_dir, checkpoint=args.checkpoint,
-        overwrite=args.overwrite, verbose=args.verbose, record=vars(args) | {"func": None})
+        overwrite=args.overwrite, verbose=args.verbose)
+    result = training.run(config, record=vars(args) | {"func": None})
     if result.out is not None:
         print(f"Wrote {args.out}/model.keras, history.json, samples.png, reconstructions.png "
               f"({result.seconds:.1f} s of training)")
@@ -201,16 +243,20 @@ def _json_object(text: str) -> dict:
 
 def cmd_evaluate(args):
     from keras_vae import data, evaluation, saving
+    from keras_vae.models.family import CONTINUOUS, family_of
 
     model = saving.load_model(args.model)
+    family = family_of(model)
+    for flag, given in (("--iwae-k", args.iwae_k), ("--sample-metrics", args.sample_metrics),
+                        ("--disentanglement", args.disentanglement)):
+        if given:
+            family.require(CONTINUOUS, f"evaluate {flag}", args.model)
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
-    if hasattr(model, "set_code_prior"):  # a VQ-VAE: reconstruction + code NLL
+    if not family.continuous:  # discrete codes: reconstruction + the code prior's NLL
         from keras_vae.parts import code_prior
 
-        if args.iwae_k:
-            raise ValueError("--iwae-k applies to a VAE; a VQ-VAE's posterior is one-hot.")
         print(json.dumps(code_prior.likelihood(model, ds)))
         return
     result = evaluation.evaluate(model, ds, iwae_k=args.iwae_k, seed=args.seed)
@@ -255,9 +301,11 @@ def cmd_score(args):
     import numpy as np
 
     from keras_vae import data, files, saving
+    from keras_vae.models.family import CONTINUOUS, family_of
     from keras_vae.uses import anomaly
 
     model = saving.load_model(args.model, compile=False)
+    family_of(model).require(CONTINUOUS, "score", args.model)
 
     def load(source, split):
         return data.load(source, split, batch_size=args.batch_size,
@@ -270,7 +318,7 @@ def cmd_score(args):
     threshold = None
     if args.threshold_from:
         threshold = anomaly.calibrate_threshold(
-            scores_of(load(args.threshold_from, args.threshold_split)), args.percentile)
+            scores_of(load(args.threshold_from, args.threshold_split)), args.quantile)
     scores = scores_of(load(args.dataset, args.split))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -298,11 +346,13 @@ def cmd_fit_prior(args):
     import numpy as np
 
     from keras_vae import data, saving
+    from keras_vae.models.family import CONTINUOUS, family_of
     from keras_vae.parts import priors
 
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it.")
     model = saving.load_model(args.model)
+    family_of(model).require(CONTINUOUS, "fit-prior", args.model)
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
@@ -324,12 +374,11 @@ def cmd_train_prior(args):
     from pathlib import Path
 
     from keras_vae import data, files, saving
+    from keras_vae.models.family import CODES, family_of
     from keras_vae.parts import code_prior
 
     model = saving.load_model(args.model)
-    if not hasattr(model, "set_code_prior"):
-        raise ValueError(f"{args.model} holds a {type(model).__name__}; train-prior needs a "
-                         "VQ-VAE (keras-vae train --model vqvae).")
+    family_of(model).require(CODES, "train-prior", args.model)
     out = Path(args.out) if args.out else Path(args.model).parent / "model_prior.keras"
 
     def images(split):  # binarized once: Bernoulli likelihoods score binary images
@@ -355,7 +404,7 @@ def cmd_export(args):
     from keras_vae import export, saving
 
     model = saving.load_model(args.model, compile=False)
-    graphs = args.graphs or tuple(model.export_graphs())  # default: every graph it offers
+    graphs = args.graphs or None  # default: every graph its family offers
     anomaly = _calibrate(model, args) if args.calibrate else None  # bad data: before any work
     manifest = export.export(
         model, args.out, formats=args.formats, quantize=args.quantize, graphs=graphs,
@@ -376,7 +425,9 @@ def _calibrate(model, args) -> dict:
     """The scorer's threshold on normal data, for the manifest (`--calibrate`)."""
     from keras_vae import data
     from keras_vae.export import calibration
+    from keras_vae.models.family import CONTINUOUS, family_of
 
+    family_of(model).require(CONTINUOUS, "export --calibrate", args.model)
     x, y = data.load_arrays(args.calibrate, args.calibrate_split)
     labels = y if getattr(model, "num_classes", 0) else None
     return calibration.calibrate(model, x, args.quantile, labels=labels,
@@ -384,56 +435,23 @@ def _calibrate(model, args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from keras_vae import __version__, data, export, training
-    from keras_vae.parts import distribute, likelihoods, networks, priors
+    from keras_vae import __version__, data, export
+    from keras_vae.models import FAMILIES
+    from keras_vae.parts import distribute
     from keras_vae.uses import anomaly
 
     parser = argparse.ArgumentParser(prog="keras-vae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"keras-vae {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train a VAE and write model, history and pictures")
     add_data_args(p)
-    p.add_argument("--model", choices=sorted(training.MODELS), default="vae",
-                   help="the model family (vqvae: discrete codes; vaegan: a VAE with a "
-                        "discriminator; --arch and the KL flags are the VAE's)")
-    p.add_argument("--codebook-size", type=bounded_int(2, 1 << 16, "a codebook size"),
-                   default=64, help="vqvae: number of codes")
-    p.add_argument("--code-dim", type=bounded_int(1, MAX_LATENT_DIM, "a code size"), default=16,
-                   help="vqvae: size of each code")
-    p.add_argument("--commitment-cost", type=non_negative_float, default=0.25,
-                   help="vqvae: beta")
-    p.add_argument("--ema", action="store_true", help="vqvae: EMA codebook updates")
-    p.add_argument("--gamma", type=non_negative_float, default=1.0,
-                   help="vaegan: weight of the feature-wise reconstruction against the GAN "
-                        "term in the decoder's loss")
-    p.add_argument("--feature-layer", type=bounded_int(-64, 63, "a layer index"), default=-2,
-                   help="vaegan: the discriminator feature output of the reconstruction loss")
-    p.add_argument("--disc-learning-rate", type=positive_float, default=1e-4,
-                   help="vaegan: Adam learning rate of the discriminator")
-    p.add_argument("--pixel-weight", type=non_negative_float, default=1.0,
-                   help="vaegan: weight of the pixel-wise NLL added to the encoder's and "
-                        "decoder's losses (0: Larsen et al.'s pure objective, whose encoder "
-                        "stopped using its code on MNIST here)")
-    p.add_argument("--disc-options", type=_json_object, default={},
-                   help='vaegan: JSON options of the discriminator, e.g. \'{"filters": [32, 64], '
-                        '"units": 128}\'')
-    p.add_argument("--arch", choices=sorted(networks.ARCHITECTURES), default="conv")
-    p.add_argument("--latent-dim", type=bounded_int(1, MAX_LATENT_DIM, "a latent size"),
-                   default=16)
-    p.add_argument("--arch-options", type=_json_object, default={},
-                   help='JSON options of the architecture builder, e.g. '
-                        '\'{"filters": [32, 64], "decoder_dense_units": 0}\'')
-    p.add_argument("--likelihood", default="bernoulli", choices=likelihoods.names())
-    p.add_argument("--prior", default="standard_normal", choices=sorted(priors.PRIORS),
-                   help="the prior p(z)")
-    p.add_argument("--prior-components", type=bounded_int(1, 4096, "a number of components"),
-                   default=None, metavar="K",
-                   help="components of a mixture or vamp prior (default 10)")
-    p.add_argument("--tc-beta", type=non_negative_float, default=None, metavar="B",
-                   help="train beta-TCVAE with this weight on the total correlation")
-    p.add_argument("--beta", type=non_negative_float, default=1.0)
-    add_objective_args(p)
+    p.add_argument("--model", choices=sorted(FAMILIES), default="vae",
+                   help="the model family: " + "; ".join(
+                       f"{f.name}: {f.summary}" for f in FAMILIES.values()))
+    p.add_argument("--conditional", action="store_true",
+                   help="condition encoder and decoder on the data's labels")
+    add_family_options(p, FAMILIES)  # each family's own flags, refused for the others
     p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "a number of epochs"),
                    default=30)
     p.add_argument("--learning-rate", type=positive_float, default=1e-3)
@@ -481,15 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="print anomaly scores (higher: more anomalous) as JSON")
     add_model_data_args(p)
-    p.add_argument("--method", choices=sorted(anomaly.SCORES), default="neg_elbo")
+    p.add_argument("--method", choices=sorted(anomaly.SCORES), default="negative_elbo")
     p.add_argument("--k", type=bounded_int(1, MAX_K, "a sample count"), default=None,
                    help="posterior samples (default 1, or 100 for iwae_nll)")
     p.add_argument("--threshold-from", default=None, metavar="DATASET",
-                   help="normal validation data whose score percentile is the threshold")
+                   help="normal validation data whose score quantile is the threshold")
     p.add_argument("--threshold-split", default="train", help="split of --threshold-from")
-    p.add_argument("--percentile", type=bounded_float(0.0, 100.0, what="a percentile"),
-                   default=99.0,
-                   help="percentile of the validation scores used as threshold")
+    p.add_argument("--quantile", type=bounded_float(0.0, 1.0, lo_open=True, what="a quantile"),
+                   default=0.99, help="quantile of the validation scores used as threshold")
+    p.add_argument("--percentile", dest="quantile", action=DeprecatedFlag, new="--quantile",
+                   type=_percentile_as_quantile)
     p.add_argument("--out", type=output_file((".npy",)), default=None,
                    help="write the per-example scores to this .npy")
     p.set_defaults(func=cmd_score)
@@ -559,6 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def device_program(name: str) -> Path:
+    """The path of a device-side program installed with the package (`keras_vae/export/NAME`).
+
+    Found without importing `keras_vae.export`: the program runs in its own
+    interpreter, and the library never imports the device code.
+    """
+    folder = importlib.util.find_spec("keras_vae.export").submodule_search_locations[0]
+    return Path(folder) / name
+
+
 def serve(argv) -> None:
     """`keras-vae serve ...`: replaces this process with the TensorFlow-free server.
 
@@ -566,9 +595,7 @@ def serve(argv) -> None:
     runs in a fresh interpreter, so no TensorFlow is loaded in the serving
     process; it takes the same flags as `python serve.py`.
     """
-    from keras_vae.export import edge_io
-
-    script = Path(edge_io.__file__).with_name("serve.py")
+    script = device_program("serve.py")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, str(script), *argv])

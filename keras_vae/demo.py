@@ -30,9 +30,8 @@ from io import StringIO
 from pathlib import Path
 
 from keras_vae import cli
-from keras_vae.export import edge_io
 
-SAMPLER = Path(edge_io.__file__).with_name("sample_onnx.py")  # installed with the package
+SAMPLER = cli.device_program("sample_onnx.py")  # installed with the package
 
 
 def _step(title: str) -> None:
@@ -126,7 +125,7 @@ def main(argv=None) -> int:
     _step("Done")
     density = " (a density of grey values: it can be negative)" if settings["binarize"] == "none" \
         else ""
-    print(f"held-out negative ELBO {result['neg_elbo']:.2f} nats{density}"
+    print(f"held-out negative ELBO {result['negative_elbo']:.2f} nats{density}"
           + (f", IWAE-100 NLL {result['nll']:.2f} nats" if "nll" in result else ""))
     print(f"pictures: {out}/samples.png, reconstructions.png, onnx_samples.png, "
           f"onnx_interpolation.png; exported files: {out}/export/manifest.json")

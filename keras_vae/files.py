@@ -2,7 +2,7 @@
 
 - `atomic_write`, `write_json`: a file written under a temporary name and
   renamed into place (the writer and `sha256_of` live in the numpy-only
-  `keras_vae.export.edge_io`, which the device code shares);
+  leaf `keras_vae.recipes`, which the device code shares);
 - `staged`: a file or folder made by someone else's writer (Keras, a
   converter) under a temporary name, renamed into place when the block
   succeeds;
@@ -26,7 +26,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from keras_vae.export.edge_io import atomic_write, clip, partial_name, sha256_of, size_of
+from keras_vae.recipes import atomic_write, clip, partial_name, sha256_of, size_of
 
 __all__ = ["RUN_ENTRIES", "RunDirectoryError", "atomic_write", "check_replaceable",
            "partial_name", "remove", "run_directory", "scratch_directory", "sha256_of",
@@ -81,7 +81,9 @@ def remove(path) -> None:
 RUN_ENTRIES = re.compile(
     r"^(model\.keras|history\.json|samples\.png|reconstructions\.png|evaluation\.json"
     r"|onnx_samples\.png|onnx_interpolation\.png|export|manifest\.json|README\.md"
-    r"|edge_io\.py|sample_onnx\.py|sample_litert\.py|serve\.py|web"
+    r"|recipes\.py|reader\.py|images\.py|sampler\.py|edge_io\.py"
+    r"|sample_onnx\.py|sample_litert\.py|serve\.py|web"
+    r"|protocol\.py|batcher\.py|service\.py|routes\.py|uploads\.py|workers\.py"
     r"|model_prior\.keras|model_prior\.json"
     r"|\w+(\.\w+)?\.(onnx|tflite)|\w+_savedmodel)$"
 )

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from keras_vae import files
-from keras_vae.export.edge_io import clip
+from keras_vae.recipes import clip
 from keras_vae.version import __version__
 
 

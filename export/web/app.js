@@ -109,7 +109,7 @@ async function loadManifest() {
   };
 }
 
-// z for a seed from the manifest's prior table, the same draws as edge_io.sample_prior and
+// z for a seed from the manifest's prior table, the same draws as recipes.sample_prior and
 // the model's sample(): N(0, I), or a Gaussian mixture (mixture, VampPrior, fitted GMM).
 function drawZ(n, seed) {
   const prior = model.prior;
@@ -185,7 +185,7 @@ async function decode(zFlat, n, labels) {
 
 /**
  * Tiles images into a canvas at one canvas pixel per image pixel (white 1-pixel gaps),
- * the layout of edge_io.grid; CSS scales it up without smoothing.
+ * the layout of recipes.grid; CSS scales it up without smoothing.
  */
 function drawTiles(canvas, images, n, ncols, cssWidth) {
   const [h, w, c] = model.shape;
@@ -413,7 +413,7 @@ function scoreDrawing() {
     drawTiles($("scored"), image, 1, 1, 96);
     const request = { images: nested(image, model.shape) };
     const labels = classIds("score-class", 1);
-    if (labels) request.labels = Array.from(labels); // conditional scorers take the class
+    if (labels) request.class_ids = Array.from(labels); // conditional scorers take the class
     let response;
     try {
       response = await fetch(url("../v1/score"), {
@@ -460,7 +460,7 @@ async function start() {
   for (const el of document.querySelectorAll(".latent-dim")) el.textContent = String(model.latentDim);
   if (model.prior.type === "mixture") {
     $("prior-note").textContent = `z from the model's ${model.prior.weights.length}-component ` +
-      "Gaussian-mixture prior, drawn as keras_vae's edge_io.sample_prior draws it (numpy's " +
+      "Gaussian-mixture prior, drawn as keras_vae's recipes.sample_prior draws it (numpy's " +
       "default_rng: component by choice, then standard_normal), decoded here by onnxruntime-web.";
   }
   if (model.numClasses) {

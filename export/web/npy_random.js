@@ -28,7 +28,7 @@
  * can differ in the last double bit, which changes a draw only when
  * exp(-x*x/2) rounds to within one double ulp of a float32 (about 1 in 1e10 draws).
  *
- * Also `interpolate`/`slerp`, the same as export/edge_io.py's `interpolate`,
+ * Also `interpolate`/`slerp`, the same as keras_vae/recipes.py's `interpolate`,
  * and `mixturePriorZ`, a draw from a Gaussian-mixture prior (see there).
  *
  * Pure ES module, no dependencies: `import { priorZ } from "./npy_random.js"`.
@@ -512,7 +512,7 @@ function checkCount(name, value, min) {
 /**
  * `np.random.default_rng(seed).standard_normal((n, latentDim), dtype=np.float32)`.
  *
- * The codes `VAE.sample(n, seed=seed)` and export/edge_io.py's `prior_z` decode.
+ * The codes `VAE.sample(n, seed=seed)` and keras_vae/recipes.py's `prior_z` decode.
  *
  * @returns {Float32Array} n * latentDim values, row-major.
  */
@@ -523,7 +523,7 @@ export function priorZ(n, latentDim, seed) {
 }
 
 /**
- * Spherical interpolation from `a` to `b` in `steps` points, as edge_io.interpolate.
+ * Spherical interpolation from `a` to `b` in `steps` points, as recipes.interpolate.
  *
  * Float64 maths then float32: `t = linspace(0, 1, steps)`,
  * `omega = arccos(clip(a.b / (|a| |b|), -1, 1))`; below 1e-6 rad a straight
@@ -563,7 +563,7 @@ export function slerp(a, b, steps) {
 }
 
 /**
- * edge_io.interpolate: slerp between the first prior draws of two seeds.
+ * recipes.interpolate: slerp between the first prior draws of two seeds.
  *
  * @returns {Float32Array} steps * latentDim values; row 0 is priorZ(1, d, seedA).
  */

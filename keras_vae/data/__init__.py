@@ -16,11 +16,12 @@ Example:
 """
 
 from keras_vae.data import shapes
-from keras_vae.data.batches import batched, class_labels, count_classes, pack, unpack_batch
+from keras_vae.data.batches import batched, count_classes, pack, unpack_batch
 from keras_vae.data.checks import (
     check_dataset,
     check_images,
     check_labels,
+    class_labels,
     guard_inputs,
     guard_labels,
     iterate_batches,

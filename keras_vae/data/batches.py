@@ -40,28 +40,6 @@ def pack(x, labels):
     return x if labels is None else [x, labels]
 
 
-def class_labels(n: int, class_ids, num_classes: int) -> np.ndarray | None:
-    """int32 labels for `n` generated images, cycling `class_ids`; None when unconditional.
-
-    Raises:
-        ValueError: ids for an unconditional model, none for a conditional
-            one, or ids outside `[0, num_classes)`.
-    """
-    if not num_classes:
-        if class_ids is not None:
-            raise ValueError("class_ids given to an unconditional VAE (num_classes=0).")
-        return None
-    if class_ids is None:
-        raise ValueError(f"This conditional VAE needs class_ids in [0, {num_classes}).")
-    ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
-    bad = ids[(ids < 0) | (ids >= num_classes)]
-    if ids.size == 0 or bad.size:
-        raise ValueError(
-            f"class_ids must be in [0, {num_classes}); got {sorted(set(bad.tolist()))}"
-        )
-    return np.resize(ids, n).astype(np.int32)
-
-
 def batched(fn, inputs, labels, batch_size: int) -> np.ndarray:
     """`fn(inputs_batch, labels_batch)` over batches of arrays, concatenated as numpy."""
     out = []

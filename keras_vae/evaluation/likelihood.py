@@ -10,7 +10,7 @@ Example:
 
 >>> test = keras_vae.data.load("/path/mnist", "train[7000:]", binarize="static")
 >>> keras_vae.evaluation.evaluate(model, test, iwae_k=1000)
-{'neg_elbo': 101.2, ..., 'nll': 96.4, 'bits_per_dim_nll': 0.177, 'active_units': 14, ...}
+{'negative_elbo': 101.2, ..., 'nll': 96.4, 'bits_per_dim_nll': 0.177, 'active_units': 14, ...}
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def evaluate_elbo(model, dataset: tf.data.Dataset) -> dict:
     estimate of the ELBO, not the training objective (which may weight the KL).
 
     Returns:
-        Dict with `neg_elbo`, `reconstruction_loss`, `kl_loss`, `n_examples`,
+        Dict with `negative_elbo`, `reconstruction_loss`, `kl_loss`, `n_examples`,
         `bits_per_dim`.
     """
     dataset = data_lib.check_dataset(dataset, model.image_shape)
@@ -48,13 +48,13 @@ def evaluate_elbo(model, dataset: tf.data.Dataset) -> dict:
         kl_sum += float(np.sum(kl))
         n += int(x.shape[0])
     dims = int(np.prod(model.image_shape))
-    neg_elbo = (rec_sum + kl_sum) / n
+    negative_elbo = (rec_sum + kl_sum) / n
     return {
-        "neg_elbo": neg_elbo,
+        "negative_elbo": negative_elbo,
         "reconstruction_loss": rec_sum / n,
         "kl_loss": kl_sum / n,
         "n_examples": n,
-        "bits_per_dim": neg_elbo / (dims * np.log(2.0)),
+        "bits_per_dim": negative_elbo / (dims * np.log(2.0)),
     }
 
 

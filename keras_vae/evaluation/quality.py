@@ -484,14 +484,9 @@ def _check_labels(labels, n):
         y = y[:, None]
     if y.ndim != 2 or len(y) != n:
         raise ValueError(f"labels must be (n,) or (n, k) with n = {n} images; got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not (np.issubdtype(y.dtype, np.floating) and np.array_equal(y, np.round(y))):
-            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    if y.min() < 0:
-        raise ValueError(f"labels must be >= 0 (missing labels cannot train the feature "
-                         f"network); got {int(y.min())}")
-    return y
+    # Class (or factor) indices of any number of classes; -1 (missing) cannot train it.
+    data_lib.check_labels(y.reshape(-1), None, what="labels")
+    return y.astype(np.int64)
 
 
 def _digest(x, y, settings) -> str:

@@ -91,6 +91,8 @@ class TCVAE(VAE):
             does not factorize, `iwae_k > 1` or `free_bits`.
     """
 
+    CONFIG_KEYS = ("tc_beta", "dataset_size")
+
     def __init__(self, *args, tc_beta: float = 6.0, dataset_size: int | None = None,
                  **kwargs):
         super().__init__(*args, **kwargs)
@@ -141,7 +143,3 @@ class TCVAE(VAE):
         self.total_correlation_tracker.update_state(parts["total_correlation"])
         self.dimwise_kl_tracker.update_state(parts["dimwise_kl"])
         return super()._update_metrics(per_example, terms)  # logs of all `self.metrics`
-
-    def get_config(self):
-        return {**super().get_config(), "tc_beta": self.tc_beta,
-                "dataset_size": self.dataset_size}

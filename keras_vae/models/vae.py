@@ -8,13 +8,12 @@ import tensorflow as tf
 from keras import ops
 
 from keras_vae import data as data_lib
-from keras_vae import saving
 from keras_vae.models.built import BuiltModel, as_model
+from keras_vae.models.family import CONTINUOUS, Family, Option, register
 from keras_vae.models.signatures import GraphSignature
 from keras_vae.parts import distribute, likelihoods, networks, objectives, priors
 from keras_vae.parts import posterior as posterior_lib
 from keras_vae.parts.posterior import Sampling
-from keras_vae.version import __version__
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -71,6 +70,14 @@ class VAE(BuiltModel):
     >>> vae.fit(keras_vae.data.load("digits", batch_size=64), epochs=5)
     >>> images = vae.sample(16, seed=0)  # (16, 28, 28, 1) in [0, 1]
     """
+
+    # The saved constructor arguments (`BuiltModel.get_config`); the networks
+    # carry image_shape and latent_dim.
+    CONFIG_KEYS = ("encoder", "decoder", "arch", "arch_options", "likelihood", "beta",
+                   "num_classes", "seed", "kl_schedule", "free_bits", "iwae_k", "prior",
+                   "sampling_prior", "posterior")
+    NESTED_CONFIG_KEYS = ("encoder", "decoder", "likelihood", "kl_schedule", "prior",
+                          "sampling_prior")
 
     def __init__(self, encoder=None, decoder=None, *, image_shape=None, latent_dim=None,
                  arch: str = "conv", arch_options: dict | None = None,
@@ -159,8 +166,17 @@ class VAE(BuiltModel):
         self._sampling_prior = value
 
     def prior_table(self) -> dict:
-        """The manifest table of the prior samples are drawn from (`edge_io.sample_prior`)."""
+        """The manifest table of the prior samples are drawn from (`recipes.sample_prior`)."""
         return self._drawn_prior().manifest(self.latent_dim)
+
+    def manifest_latents(self) -> dict:
+        """The export manifest's `latent_dim` and `prior`: the table samples are drawn from."""
+        return {
+            "latent_dim": int(self.latent_dim),
+            "prior": {**self.prior_table(),
+                      "meaning": "z for a seed: keras_vae.recipes.sample_prior(prior, n, latent_dim, "
+                                 "seed), the same draws as the model's sample()"},
+        }
 
     def _drawn_prior(self):
         return self.prior if self.sampling_prior is None else self.sampling_prior
@@ -361,38 +377,9 @@ class VAE(BuiltModel):
 
     # ------------------------------------------------------------- config
 
-    def get_config(self):
-        return {
-            # First, so it shows in Keras's error when keras_vae is not imported.
-            "keras_vae": {"version": __version__,
-                          "note": "import keras_vae before keras.saving.load_model"},
-            **super().get_config(),
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "arch": self.arch,
-            "arch_options": self.arch_options,
-            "likelihood": keras.saving.serialize_keras_object(self.likelihood),
-            "beta": self.beta,
-            "num_classes": self.num_classes,
-            "seed": self.seed,
-            "kl_schedule": (None if self.kl_schedule is None
-                            else keras.saving.serialize_keras_object(self.kl_schedule)),
-            "free_bits": self.free_bits,
-            "iwae_k": self.iwae_k,
-            "prior": keras.saving.serialize_keras_object(self.prior),
-            "sampling_prior": (None if self.sampling_prior is None
-                               else keras.saving.serialize_keras_object(self.sampling_prior)),
-            "posterior": self.posterior_name,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        saving.check_version(config.pop("keras_vae", {}).get("version"))
-        for key in ("encoder", "decoder", "likelihood", "prior", "sampling_prior"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+    def config_value(self, key):
+        # `posterior` is a method here; the argument is kept by its name.
+        return self.posterior_name if key == "posterior" else super().config_value(key)
 
     # ------------------------------------------------------------ helpers
 
@@ -452,3 +439,63 @@ class VAE(BuiltModel):
                 "+ KL) at z = z_mean + exp(z_log_var / 2) * eps; eps = 0 scores the "
                 "reconstruction at z_mean. Higher means more anomalous."),
         }
+
+
+# ---------------------------------------------------------------- family
+
+
+def objective_config(arguments: dict) -> dict:
+    """VAE constructor arguments from the train options: the composite flags folded in.
+
+    `prior_components` becomes the prior's `prior_options`, and `kl_warmup`
+    steps of the `kl_schedule` shape become a schedule object (none for 0).
+    An unset `tc_beta` is dropped (a weight makes the command line build a
+    `TCVAE`, which also needs the dataset's size).
+    """
+    config = dict(arguments)
+    components = config.pop("prior_components", None)
+    if components is not None:
+        config["prior_options"] = {"components": components}
+    warmup, shape = config.pop("kl_warmup"), config.pop("kl_schedule")
+    key = "steps" if shape == "linear" else "period"
+    config["kl_schedule"] = objectives.get(shape, **{key: warmup}) if warmup else None
+    if config.get("tc_beta") is None:
+        config.pop("tc_beta", None)
+    return config
+
+
+LATENT_OPTIONS = (
+    Option("--arch", str, "conv", "the encoder/decoder architecture",
+           choices=lambda: sorted(networks.ARCHITECTURES)),
+    Option("--latent-dim", int, 16, "size of z", low=1, high=4096, what="a latent size"),
+    Option("--arch-options", dict, {},
+           'JSON options of the architecture builder, e.g. \'{"filters": [32, 64], '
+           '"decoder_dense_units": 0}\''),
+    Option("--likelihood", str, "bernoulli", "the likelihood p(x | z)",
+           choices=likelihoods.names),
+)
+OBJECTIVE_OPTIONS = (
+    Option("--beta", float, 1.0, "weight of the KL term", low=0.0, what="a non-negative number"),
+    Option("--kl-warmup", int, 0, "KL warm-up length in optimizer steps (the cycle length for "
+           "--kl-schedule cyclical); 0 for none", low=0, what="a non-negative integer",
+           metavar="STEPS"),
+    Option("--kl-schedule", str, "linear", "shape of the KL warm-up",
+           choices=lambda: sorted(set(objectives.SCHEDULES) - {"constant"})),
+    Option("--free-bits", float, 0.0, "floor on each latent dimension's KL (nats), Kingma et "
+           "al. 2016", low=0.0, what="a non-negative number", metavar="NATS"),
+)
+PRIOR_OPTIONS = (
+    Option("--prior", str, "standard_normal", "the prior p(z)",
+           choices=lambda: sorted(priors.PRIORS)),
+    Option("--prior-components", int, None, "components of a mixture or vamp prior "
+           "(default 10)", low=1, high=4096, what="a number of components", metavar="K"),
+    Option("--iwae-k", int, 1, "train on the IWAE bound with K importance samples (1: the "
+           "ELBO)", low=1, high=10_000, what="a sample count", metavar="K"),
+    # A weight here trains beta-TCVAE (`keras_vae.models.tcvae`), this family's regularizer.
+    Option("--tc-beta", float, None, "train beta-TCVAE with this weight on the total "
+           "correlation", low=0.0, what="a non-negative number", metavar="B"),
+)
+
+register(Family("vae", VAE, CONTINUOUS, "continuous latents",
+                options=LATENT_OPTIONS + PRIOR_OPTIONS + OBJECTIVE_OPTIONS, conditional=True,
+                configure=objective_config))

@@ -27,7 +27,8 @@ from keras import layers, ops
 
 from keras_vae import data as data_lib
 from keras_vae.models.built import as_model
-from keras_vae.models.vae import VAE
+from keras_vae.models.family import CONTINUOUS, Family, Option, register
+from keras_vae.models.vae import LATENT_OPTIONS, OBJECTIVE_OPTIONS, VAE, objective_config
 from keras_vae.parts import distribute, priors
 from keras_vae.parts.posterior import Sampling
 
@@ -163,6 +164,10 @@ class VAEGAN(VAE):
     >>> gan.fit(keras_vae.data.load("digits", batch_size=64), epochs=5)
     >>> images = gan.sample(16, seed=0)
     """
+
+    CONFIG_KEYS = ("discriminator", "disc_options", "gamma", "feature_layer",
+                   "disc_learning_rate", "pixel_weight")
+    NESTED_CONFIG_KEYS = ("discriminator",)
 
     def __init__(self, encoder=None, decoder=None, *, discriminator=None,
                  disc_options: dict | None = None, gamma: float = 1.0, feature_layer: int = -2,
@@ -376,39 +381,14 @@ class VAEGAN(VAE):
         if d_optimizer is not None:
             d_optimizer = keras.saving.deserialize_keras_object(d_optimizer)
         self.compile(**config, d_optimizer=d_optimizer)
-        self._build_optimizers()
+        self.build_optimizers()
 
-    def _build_optimizers(self):
+    def build_optimizers(self):
+        """Creates both optimizers' slots, each for the variables it moves, once."""
         if self.optimizer is not None and not self.optimizer.built:
             self.optimizer.build(self.generator_variables)
         if self.d_optimizer is not None and not self.d_optimizer.built:
             self.d_optimizer.build(self.discriminator_variables)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Built at construction; only the optimizers' slots may be missing.
-        with self.distribute_strategy.scope():
-            self._build_optimizers()
-
-    # ------------------------------------------------------------ config
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "discriminator": keras.saving.serialize_keras_object(self.discriminator),
-            "disc_options": self.disc_options,
-            "gamma": self.gamma,
-            "feature_layer": self.feature_layer,
-            "disc_learning_rate": self.disc_learning_rate,
-            "pixel_weight": self.pixel_weight,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("discriminator"), dict):
-            config["discriminator"] = keras.saving.deserialize_keras_object(
-                config["discriminator"])
-        return super().from_config(config)
 
     # ------------------------------------------------------------ export
 
@@ -421,3 +401,26 @@ class VAEGAN(VAE):
         """
         graphs = super().export_graphs()
         return {"decoder": graphs["decoder"], "encoder": graphs["encoder"]}
+
+
+# ---------------------------------------------------------------- family
+
+GAN_OPTIONS = (
+    Option("--gamma", float, 1.0, "weight of the feature-wise reconstruction against the GAN "
+           "term in the decoder's loss", low=0.0, what="a non-negative number"),
+    Option("--feature-layer", int, -2, "the discriminator feature output of the reconstruction "
+           "loss", low=-64, high=63, what="a layer index"),
+    Option("--disc-learning-rate", float, 1e-4, "Adam learning rate of the discriminator",
+           low=0.0, low_open=True, what="a positive number"),
+    Option("--pixel-weight", float, 1.0, "weight of the pixel-wise NLL added to the encoder's "
+           "and decoder's losses (0: Larsen et al.'s pure objective)", low=0.0,
+           what="a non-negative number"),
+    Option("--disc-options", dict, {}, 'JSON options of the discriminator, e.g. \'{"filters": '
+           '[32, 64], "units": 128}\''),
+)
+
+# The VAE's options but the prior's and the IWAE bound's: a VAE-GAN draws its
+# fakes from N(0, I) and trains on the KL.
+register(Family("vaegan", VAEGAN, CONTINUOUS, "a VAE with a discriminator",
+                options=LATENT_OPTIONS + OBJECTIVE_OPTIONS + GAN_OPTIONS, conditional=True,
+                configure=objective_config))

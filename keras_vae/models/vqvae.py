@@ -28,18 +28,20 @@ import tensorflow as tf
 from keras import layers, ops
 
 from keras_vae import data as data_lib
-from keras_vae import saving
-from keras_vae.export import edge_io
-from keras_vae.models.built import BuiltModel, as_model
+from keras_vae import recipes
+from keras_vae.models.built import BuiltModel, Configurable, as_model
+from keras_vae.models.family import CODES, Family, Option, register
 from keras_vae.models.signatures import GraphSignature
 from keras_vae.parts import blocks, distribute, likelihoods
-from keras_vae.version import __version__
 
 DOWNSAMPLING = 4  # two stride-2 convolutions
+# VQVAE constructor arguments that its `quantizer` holds.
+QUANTIZER_KEYS = ("codebook_size", "code_dim", "commitment_cost", "ema", "decay",
+                  "restart_after")
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class VectorQuantizer(layers.Layer):
+class VectorQuantizer(Configurable, layers.Layer):
     """Nearest-neighbour quantization of vectors against a learned codebook.
 
     Args:
@@ -60,6 +62,9 @@ class VectorQuantizer(layers.Layer):
     commitment loss), and `counts` (`(N,)` float32, how many vectors chose
     each code).
     """
+
+    CONFIG_KEYS = ("codebook_size", "code_dim", "commitment_cost", "ema", "decay", "epsilon",
+                   "restart_after", "seed")
 
     def __init__(self, codebook_size: int = 64, code_dim: int = 16,
                  commitment_cost: float = 0.25, ema: bool = False, decay: float = 0.99,
@@ -193,12 +198,6 @@ class VectorQuantizer(layers.Layer):
         self.unused_steps.assign(ops.where(dead, 0.0, idle))
         return ops.sum(ops.cast(dead, "float32"))
 
-    def get_config(self):
-        return {**super().get_config(), "codebook_size": self.codebook_size,
-                "code_dim": self.code_dim, "commitment_cost": self.commitment_cost,
-                "ema": self.ema, "decay": self.decay, "epsilon": self.epsilon,
-                "restart_after": self.restart_after, "seed": self.seed}
-
 
 def _all_sum(value):
     """`value` summed over replicas (itself on one device)."""
@@ -283,6 +282,11 @@ class VQVAE(BuiltModel):
     >>> keras_vae.parts.code_prior.train_prior(vq, images, epochs=20)
     >>> vq.sample(16, seed=0).shape
     """
+
+    CONFIG_KEYS = ("image_shape", "codebook_size", "code_dim", "arch_options",
+                   "commitment_cost", "ema", "decay", "restart_after", "likelihood", "seed",
+                   "encoder", "decoder", "code_prior")
+    NESTED_CONFIG_KEYS = ("likelihood", "encoder", "decoder", "code_prior")
 
     def __init__(self, image_shape=None, codebook_size: int = 64, code_dim: int = 16, *,
                  arch_options: dict | None = None, commitment_cost: float = 0.25,
@@ -403,7 +407,7 @@ class VQVAE(BuiltModel):
     def sample_codes(self, n: int, seed: int | None = None) -> np.ndarray:
         """`(n, h', w')` int32 code grids: from the prior if trained, else uniform.
 
-        The numpy loop `edge_io.autoregressive_codes`, the same one the edge
+        The numpy loop `recipes.autoregressive_codes`, the same one the edge
         samplers run, so a seed gives the same codes everywhere.
         """
         if self.code_prior is None:
@@ -412,7 +416,7 @@ class VQVAE(BuiltModel):
         else:
             def run_logits(codes):
                 return ops.convert_to_numpy(self.code_prior(codes, training=False))
-        return edge_io.autoregressive_codes(run_logits, n, self.grid_shape,
+        return recipes.autoregressive_codes(run_logits, n, self.grid_shape,
                                             self.codebook_size, seed)
 
     def sample(self, n: int, seed: int | None = None, class_ids=None,
@@ -482,35 +486,12 @@ class VQVAE(BuiltModel):
 
     # ------------------------------------------------------------- config
 
-    def get_config(self):
-        q = self.quantizer
-        return {
-            "keras_vae": {"version": __version__,
-                          "note": "import keras_vae before keras.saving.load_model"},
-            **super().get_config(),
-            "image_shape": list(self.image_shape),
-            "codebook_size": q.codebook_size,
-            "code_dim": q.code_dim,
-            "arch_options": self.arch_options,
-            "commitment_cost": q.commitment_cost,
-            "ema": q.ema,
-            "decay": q.decay,
-            "restart_after": q.restart_after,
-            "likelihood": keras.saving.serialize_keras_object(self.likelihood),
-            "seed": self.seed,
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-            "code_prior": _without_compile(self.code_prior),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        saving.check_version(config.pop("keras_vae", {}).get("version"))
-        for key in ("encoder", "decoder", "likelihood", "code_prior"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
+    def config_value(self, key):
+        if key in QUANTIZER_KEYS:  # held by the quantizer
+            return getattr(self.quantizer, key)
+        if key == "code_prior":  # frozen here: its own training set-up is not saved
+            return _without_compile(self.code_prior)
+        return super().config_value(key)
 
     # ------------------------------------------------------------- export
 
@@ -521,11 +502,11 @@ class VQVAE(BuiltModel):
             "codes": {"grid_shape": list(self.grid_shape), "codebook_size": self.codebook_size,
                       "code_dim": self.code_dim},
             "prior": {
-                "type": edge_io.AUTOREGRESSIVE_CODES,
+                "type": recipes.AUTOREGRESSIVE_CODES,
                 "graph": None if self.code_prior is None else "prior",
                 "grid_shape": list(self.grid_shape),
                 "codebook_size": self.codebook_size,
-                "meaning": "codes for a seed: keras_vae.export.edge_io.autoregressive_codes("
+                "meaning": "codes for a seed: keras_vae.recipes.autoregressive_codes("
                            "run_logits, n, grid_shape, codebook_size, seed) with run_logits the "
                            "prior graph (uniform codes when graph is null), then the decoder "
                            "graph; the same draws as the model's sample()",
@@ -572,3 +553,19 @@ def _without_compile(model):
     return config
 
 
+# ---------------------------------------------------------------- family
+
+CODE_OPTIONS = (
+    Option("--codebook-size", int, 64, "number of codes", low=2, high=1 << 16,
+           what="a codebook size"),
+    Option("--code-dim", int, 16, "size of each code", low=1, high=4096, what="a code size"),
+    Option("--commitment-cost", float, 0.25, "beta, the weight of the commitment loss",
+           low=0.0, what="a non-negative number"),
+    Option("--ema", bool, False, "EMA codebook updates"),
+    Option("--arch-options", dict, {}, 'JSON options of the networks, e.g. \'{"filters": '
+           '[32, 64]}\''),
+    Option("--likelihood", str, "bernoulli", "the likelihood p(x | codes)",
+           choices=likelihoods.names),
+)
+
+register(Family("vqvae", VQVAE, CODES, "discrete codes", options=CODE_OPTIONS))

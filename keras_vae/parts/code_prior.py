@@ -11,7 +11,7 @@ hold only earlier codes. Each residual block is gated,
 (some earlier positions up and to the right are not seen); on the 7x7 grids
 of MNIST codes it costs little.
 
-Sampling is `keras_vae.export.edge_io.autoregressive_codes`, the same numpy
+Sampling is `keras_vae.recipes.autoregressive_codes`, the same numpy
 loop on the edge; training is the second stage after the VQ-VAE:
 `train_prior(vqvae, images)` encodes the images to index grids and fits the
 prior on them with a cross-entropy in nats per code.

@@ -4,7 +4,7 @@ A prior has `log_prob(z)` (summed over latent dimensions), the KL from a
 posterior (closed form per dimension where it exists, a Monte Carlo estimate
 `log q(z) - log p(z)` otherwise), seeded `sample(n, latent_dim, seed)`, and
 `manifest(latent_dim)`: the table written into an export's `manifest.json`,
-from which `edge_io.sample_prior` draws the same z with numpy alone. `PRIORS`
+from which `recipes.sample_prior` draws the same z with numpy alone. `PRIORS`
 names them; `register` adds one.
 
 The priors here:
@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from keras_vae import data as data_lib
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.parts.posterior import (
     LOG_2PI,
     clamp_log_var,
@@ -90,14 +90,14 @@ class Prior(keras.layers.Layer):
         return posterior.log_prob(z) - self.log_prob(z)
 
     def manifest(self, latent_dim: int) -> dict:
-        """The prior as a table `edge_io.sample_prior` draws from."""
+        """The prior as a table `recipes.sample_prior` draws from."""
         raise NotImplementedError
 
     def sample(self, n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
         """`(n, latent_dim)` float32 codes drawn with numpy, as the edge samplers draw them."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return edge_io.sample_prior(self.manifest(latent_dim), n, latent_dim, seed)
+        return recipes.sample_prior(self.manifest(latent_dim), n, latent_dim, seed)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -117,7 +117,7 @@ class StandardNormal(Prior):
         return -0.5 * (ops.square(z) + LOG_2PI)
 
     def manifest(self, latent_dim: int) -> dict:
-        return dict(edge_io.STANDARD_NORMAL)
+        return dict(recipes.STANDARD_NORMAL)
 
 
 def mixture_log_prob(z, log_weights, means, log_vars):
@@ -562,7 +562,7 @@ def fit_codes(codes, components: int = 10, seed: int = 0, max_iter: int = 200,
 def prior_z(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
     """Draws `(n, latent_dim)` float32 codes from N(0, I) with numpy's seeded Generator.
 
-    The edge samplers' own function (`keras_vae.export.edge_io`), so one
+    The edge samplers' own function (`keras_vae.recipes`), so one
     seed gives the same codes in Keras, onnxruntime, LiteRT and the browser.
     """
-    return edge_io.prior_z(n, latent_dim, seed)
+    return recipes.prior_z(n, latent_dim, seed)

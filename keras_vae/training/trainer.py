@@ -1,9 +1,10 @@
 """Training runs that scale and survive: strategy, precision, seeds, resumable backups.
 
-`run(out, dataset=..., model_config=...)` is everything `keras-vae train`
-does, callable from a notebook: it loads the data, builds and fits the model
-(through `train`), and writes the run directory atomically: `model.keras`,
-`history.json`, `samples.png` and `reconstructions.png`.
+`run(RunConfig(out, dataset=..., model_config=...))` is everything
+`keras-vae train` does, callable from a notebook: it loads the data, builds
+and fits the model (through `train`), and writes the run directory
+atomically: `model.keras`, `history.json`, `samples.png` and
+`reconstructions.png`.
 
 `train(make_model, data, ...)` builds and compiles the model inside a
 `tf.distribute` strategy scope, under an optional mixed-precision policy,
@@ -25,8 +26,9 @@ Example:
 ...     strategy="mirrored", mixed_precision=True, backup_dir="runs/digits.backup")
 >>> result.model.sample(4, seed=0).shape
 (4, 8, 8, 1)
->>> keras_vae.training.run("runs/digits", dataset="digits", epochs=5,
-...                        model_config={"arch": "mlp", "latent_dim": 8})
+>>> keras_vae.training.run(keras_vae.training.RunConfig(
+...     "runs/digits", dataset="digits", epochs=5,
+...     model_config={"arch": "mlp", "latent_dim": 8}))
 """
 
 from __future__ import annotations
@@ -44,18 +46,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_vae import compat, files, saving
 from keras_vae import data as data_lib
-from keras_vae import files, saving
-from keras_vae.models.vae import VAE
-from keras_vae.models.vaegan import VAEGAN
-from keras_vae.models.vqvae import VQVAE
+from keras_vae.models import FAMILIES
 from keras_vae.parts import distribute
-from keras_vae.registry import Registry
+from keras_vae.training.config import MIXED_PRECISION, NO_MIXED_PRECISION, RunConfig
 from keras_vae.uses import pictures
 
 BACKUP_FORMAT = 1
 # The model families `run` (and `keras-vae train --model`) builds.
-MODELS = Registry("model", {"vae": VAE, "vaegan": VAEGAN, "vqvae": VQVAE})
+MODELS = FAMILIES.model_classes()  # {name: class}, a view of keras_vae.models.FAMILIES
 
 
 class TrainingDiverged(RuntimeError):
@@ -99,18 +99,16 @@ def precision_policy(mixed_precision: bool | str = False) -> str:
     Raises:
         ValueError: for any other value.
     """
-    if mixed_precision in (False, None, "none", "float32"):
+    if mixed_precision in NO_MIXED_PRECISION:
         return "float32"
     if mixed_precision in (True, "auto"):
         return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
-    names = {"float16": "mixed_float16", "mixed_float16": "mixed_float16",
-             "bfloat16": "mixed_bfloat16", "mixed_bfloat16": "mixed_bfloat16"}
-    if mixed_precision not in names:
+    if mixed_precision not in MIXED_PRECISION:
         raise ValueError(
             f"Unknown mixed precision {mixed_precision!r}; valid: False, True, 'auto', "
-            f"{sorted(names)}"
+            f"{sorted(MIXED_PRECISION)}"
         )
-    return names[mixed_precision]
+    return MIXED_PRECISION[mixed_precision]
 
 
 def _all_finite(model) -> bool:
@@ -222,7 +220,7 @@ class Backup(keras.callbacks.BackupAndRestore):
                         f"({'; '.join(problems)}); resuming from epoch {entry['epoch']}.",
                         stacklevel=2)
                 self.restored_epoch = int(entry["epoch"])
-                self.model._initial_epoch = self.restored_epoch
+                compat.set_initial_epoch(self.model, self.restored_epoch)
                 return
             problems.append(f"{entry['file']}: {problem}")
         raise RuntimeError(
@@ -231,16 +229,16 @@ class Backup(keras.callbacks.BackupAndRestore):
         )
 
     def on_epoch_end(self, epoch, logs=None):
-        self._current_epoch = epoch + 1
         if not _finite_loss(logs) or not _all_finite(self.model):
             self.diverged = True  # keep the last good backup as it is
             return
-        self._save_model()
+        self.write_backup(epoch + 1)
 
-    def _save_model(self):
+    def write_backup(self, epoch: int) -> None:
+        """Writes the backup after `epoch` completed epochs; keeps the one before it."""
         folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
-        epoch = int(self._current_epoch)
+        epoch = int(epoch)
         name = f"epoch-{epoch:05d}.weights.h5"
         with files.staged(folder / name) as tmp:
             self.model.save_weights(tmp, overwrite=True)
@@ -260,7 +258,7 @@ class Backup(keras.callbacks.BackupAndRestore):
         pass  # epoch granularity only
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None
+        compat.set_initial_epoch(self.model, None)
         if self.delete_checkpoint and not self.diverged and self.root.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
             try:  # other workers may still be deleting their sub-folders
@@ -402,83 +400,78 @@ class RunResult(NamedTuple):
     out: Path | None
 
 
-def run(out, *, dataset: str = "digits", split: str = "train", batch_size: int = 64,
-        validation_split: float = 0.1, binarize: str | None = "dynamic", data_dir=None,
-        model_class: type = VAE, model_config: dict | None = None, conditional: bool = False,
-        epochs: int = 30, learning_rate: float = 1e-3, strategy="default",
-        mixed_precision: bool | str = False, seed: int = 0, deterministic: bool = False,
-        resume: bool = False, backup_dir=None, checkpoint=None, overwrite: bool = False,
-        verbose: int | str = "auto", record: dict | None = None) -> RunResult:
+def run(config: RunConfig, *, record: dict | None = None) -> RunResult:
     """Trains a model on a data source and writes a run directory: `keras-vae train` in Python.
 
     The run directory is built under a temporary name and appears only when
     everything in it is written: `model.keras`, `history.json` (the history,
-    seconds of training and `record`), `samples.png` (64 prior samples, every
-    class in turn for a conditional model) and `reconstructions.png`. Under a
-    multi-worker strategy only the chief writes it; every worker trains.
+    seconds of training, the run's `config` and `record`), `samples.png` (64
+    prior samples, every class in turn for a conditional model) and
+    `reconstructions.png`. Under a multi-worker strategy only the chief
+    writes it; every worker trains.
 
     Args:
-        out: The run directory to create.
-        dataset: A source for `keras_vae.data.load` (TFDS name, `digits`, path).
-        split: Its split, e.g. `train[:7000]`.
-        batch_size: The global batch size.
-        validation_split: Fraction of the split held out for validation (0: none).
-        binarize: `"dynamic"`, `"static"` or None (see `keras_vae.data.load`).
-        data_dir: TFDS data directory.
-        model_class: The keras_vae model class to build.
-        model_config: Its constructor arguments (`latent_dim`, `arch`, ...);
-            `image_shape` comes from the data, `num_classes` too when
-            `conditional`, and `seed` defaults to `seed`.
-        conditional: Condition on the data's labels.
-        epochs, learning_rate, strategy, mixed_precision, deterministic,
-            checkpoint, verbose: As for `train`.
-        seed: The one seed of the run: global generators (set once, before the
-            data pipelines, which derive their seeds from it), shuffling,
-            binarization, the model's noise, the pictures.
-        resume: Back up each epoch to `backup_dir` (default `OUT.backup`) and
-            continue from it when run again.
-        overwrite: Replace an existing `out`.
-        record: JSON-able settings stored in `history.json` under `args`.
+        config: The run's settings (data, model, optimisation, run folder);
+            see `RunConfig`.
+        record: More JSON-able notes stored in `history.json` under `args`
+            (the command line stores its flags there).
 
     Returns:
         `RunResult(model, history, seconds, out)`; `out` is None on non-chief workers.
 
     Raises:
-        FileExistsError: `out` exists and `overwrite` is False (before any work).
+        FileExistsError: `config.out` exists and `config.overwrite` is False
+            (before any work).
         ValueError: bad data, model settings or unknown names.
         TrainingDiverged: the loss or weights became non-finite.
+
+    Example:
+
+    >>> result = run(RunConfig("runs/digits", dataset="digits", epochs=5,
+    ...                        model_config={"arch": "mlp", "latent_dim": 8}))
+    >>> result.model.latent_dim
+    8
     """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"run takes a RunConfig, got {type(config).__name__}: "
+                        "run(RunConfig(out, dataset=..., ...))")
+    out, seed = config.out, config.seed
+    model_class = config.model_class()
     # First: a multi-worker strategy must start before any other TensorFlow op.
-    strategy = distribute.get(strategy)
+    strategy = distribute.get(config.strategy)
     chief = distribute.is_chief(strategy)  # other workers write to a scratch folder
-    folder = (files.run_directory(out, overwrite=overwrite) if chief
+    folder = (files.run_directory(out, overwrite=config.overwrite) if chief
               else files.scratch_directory())
     with folder as tmp:
         # Before the data: TF derives pipeline seeds from the global seed too.
-        set_seed(seed, deterministic)
-        loaded = data_lib.load(dataset, split, batch_size=batch_size,
-                               validation_fraction=validation_split, binarize=binarize,
-                               seed=seed, data_dir=data_dir)
-        train_ds, val_ds = loaded if validation_split > 0 else (loaded, None)
-        config = {"seed": seed, **(model_config or {}),
-                  "image_shape": tuple(train_ds.element_spec[0].shape[1:])}
-        if conditional:
-            config["num_classes"] = data_lib.count_classes(train_ds)
+        set_seed(seed, config.deterministic)
+        validation = config.validation_fraction
+        loaded = data_lib.load(config.dataset, config.split, batch_size=config.batch_size,
+                               validation_fraction=validation, binarize=config.binarize,
+                               seed=seed, data_dir=config.data_dir)
+        train_ds, val_ds = loaded if validation > 0 else (loaded, None)
+        model_config = {"seed": seed, **config.model_config,
+                        "image_shape": tuple(train_ds.element_spec[0].shape[1:])}
+        if config.conditional:
+            model_config["num_classes"] = data_lib.count_classes(train_ds)
 
         def make_model():  # runs inside the strategy's scope, under the precision policy
-            return model_class(**config)
+            return model_class(**model_config)
 
+        backup_dir = config.backup_dir or os.path.normpath(out) + ".backup"
         model, history, seconds = train(
-            make_model, train_ds, val_ds, epochs=epochs, learning_rate=learning_rate,
-            strategy=strategy, mixed_precision=mixed_precision, seed=None,
+            make_model, train_ds, val_ds, epochs=config.epochs,
+            learning_rate=config.learning_rate, strategy=strategy,
+            mixed_precision=config.mixed_precision, seed=None,
             deterministic=False,  # seeded (and made deterministic) once, above
-            backup_dir=(backup_dir or os.path.normpath(out) + ".backup") if resume else None,
-            checkpoint_path=checkpoint, verbose=verbose)
+            backup_dir=backup_dir if config.resume else None,
+            checkpoint_path=config.checkpoint, verbose=config.verbose)
         saving.save_model(model, tmp / "model.keras")  # every worker takes part
         if not chief:
             return RunResult(model, history, seconds, None)
         files.write_json({"history": history.history, "seconds": seconds,
-                          "args": record or {}}, tmp / "history.json")
+                          "config": config.to_dict(), "args": record or {}},
+                         tmp / "history.json")
         num_classes = getattr(model, "num_classes", 0)
         class_ids = list(range(num_classes)) if num_classes else None
         pictures.save_grid(model.sample(64, seed=seed, class_ids=class_ids),

@@ -3,17 +3,17 @@
 A VAE trained on normal data assigns low likelihood to inputs unlike them.
 Three scores, higher meaning more anomalous:
 
-- `neg_elbo`: the negative ELBO, `-log p(x|z) + KL(q(z|x) || p(z))` (nats);
+- `negative_elbo`: the negative ELBO, `-log p(x|z) + KL(q(z|x) || p(z))` (nats);
 - `iwae_nll`: the importance-weighted estimate of `-log p(x)` (nats), tighter;
 - `reconstruction_error`: squared error of the posterior-mean reconstruction.
 
-A threshold is the `percentile` of the scores of held-out *normal* data:
-`percentile=99` flags about 1% of normal inputs.
+A threshold is a `quantile` of the scores of held-out *normal* data:
+`quantile=0.99` flags about 1% of normal inputs.
 
 Example:
 
 >>> val_scores = keras_vae.uses.anomaly.score(model, val_images)
->>> threshold = keras_vae.uses.anomaly.calibrate_threshold(val_scores, percentile=99)
+>>> threshold = keras_vae.uses.anomaly.calibrate_threshold(val_scores, quantile=0.99)
 >>> flagged = keras_vae.uses.anomaly.score(model, new_images) > threshold
 """
 
@@ -30,7 +30,7 @@ from keras_vae.parts import objectives
 from keras_vae.registry import Registry
 
 
-def neg_elbo_score(model, data, labels=None, batch_size: int = 100, k: int = 1,
+def negative_elbo_score(model, data, labels=None, batch_size: int = 100, k: int = 1,
                    seed: int = 0) -> np.ndarray:
     """Negative ELBO of each example, averaged over `k` posterior samples (nats).
 
@@ -43,7 +43,7 @@ def neg_elbo_score(model, data, labels=None, batch_size: int = 100, k: int = 1,
             data_lib.iterate_batches(model, data, labels, batch_size)):
         rng = np.random.default_rng([seed, index])
         eps = rng.standard_normal((k, int(x.shape[0]), model.latent_dim), dtype=np.float32)
-        out.append(np.asarray(_neg_elbo(model, x, labels_b, target, eps), np.float64))
+        out.append(np.asarray(_negative_elbo(model, x, labels_b, target, eps), np.float64))
     return np.concatenate(out)
 
 
@@ -78,7 +78,7 @@ def reconstruction_error_score(model, data, labels=None, batch_size: int = 100, 
 
 # Compiled once per process, traced per model: repeated scoring does not retrace.
 @tf.function(reduce_retracing=True)
-def _neg_elbo(model, x, labels, target, eps):
+def _negative_elbo(model, x, labels, target, eps):
     # eps is always (k, batch, latent_dim): one rank, so one trace family.
     terms = model.elbo_terms(x, labels, target, eps=eps)
     return terms["reconstruction_loss"] + terms["kl_loss"]  # (batch,), mean over the k samples
@@ -93,12 +93,12 @@ def _squared_error(model, x, labels, target):
 
 
 SCORES = Registry("anomaly score", {
-    "neg_elbo": neg_elbo_score,
+    "negative_elbo": negative_elbo_score,
     "iwae_nll": iwae_nll_score,
     "reconstruction_error": reconstruction_error_score,
 })
 register = SCORES.register
-DEFAULT_K = {"neg_elbo": 1, "iwae_nll": 100, "reconstruction_error": 1}
+DEFAULT_K = {"negative_elbo": 1, "iwae_nll": 100, "reconstruction_error": 1}
 
 
 def get(name: str):
@@ -110,17 +110,17 @@ def get(name: str):
     return SCORES.get(name)
 
 
-def score(model, data, method: str = "neg_elbo", labels=None, batch_size: int = 100,
+def score(model, data, method: str = "negative_elbo", labels=None, batch_size: int = 100,
           k: int | None = None, seed: int = 0) -> np.ndarray:
     """Anomaly score of each example (higher is more anomalous).
 
     Args:
         model: A trained `keras_vae.VAE`.
         data: An image array or a batched dataset (of images or `(image, label)`).
-        method: `neg_elbo`, `iwae_nll` or `reconstruction_error`.
+        method: `negative_elbo`, `iwae_nll` or `reconstruction_error`.
         labels: Labels of an image array, for a conditional model.
         batch_size: Batch size for an image array.
-        k: Posterior samples (default 1 for `neg_elbo`, 100 for `iwae_nll`).
+        k: Posterior samples (default 1 for `negative_elbo`, 100 for `iwae_nll`).
         seed: Seed of the posterior noise (scores are reproducible).
 
     Returns:
@@ -134,18 +134,18 @@ def score(model, data, method: str = "neg_elbo", labels=None, batch_size: int = 
               k=DEFAULT_K[method] if k is None else k, seed=seed)
 
 
-def calibrate_threshold(scores, percentile: float = 99.0) -> float:
-    """The `percentile` of the scores of normal validation data.
+def calibrate_threshold(scores, quantile: float = 0.99) -> float:
+    """The `quantile` of the scores of normal validation data.
 
     Inputs scoring above it are flagged; on data like the validation set about
-    `100 - percentile` percent are false alarms.
+    a `1 - quantile` fraction are false alarms.
 
     Args:
         scores: Scores of held-out normal examples.
-        percentile: In [0, 100].
+        quantile: In (0, 1].
 
     Raises:
-        ValueError: no scores, non-finite scores, or a percentile outside [0, 100].
+        ValueError: no scores, non-finite scores, or a quantile outside (0, 1].
     """
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if scores.size == 0:
@@ -154,10 +154,10 @@ def calibrate_threshold(scores, percentile: float = 99.0) -> float:
     if not np.all(np.isfinite(scores)):
         raise ValueError(f"{int(np.sum(~np.isfinite(scores)))} validation scores are NaN or "
                          "infinite; cannot calibrate a threshold.")
-    percentile = float(percentile)
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
-    return float(np.percentile(scores, percentile))
+    quantile = float(quantile)
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    return float(np.quantile(scores, quantile))
 
 
 def roc_auc(normal_scores, anomalous_scores) -> float:
@@ -191,7 +191,7 @@ def roc_auc(normal_scores, anomalous_scores) -> float:
 def held_out_class_example(source: str = "digits", anomaly_classes=(0,), *,
                            latent_dim: int = 8, arch: str = "mlp",
                            arch_options: dict | None = None, epochs: int = 40,
-                           batch_size: int = 64, percentile: float = 95.0, k: int = 100,
+                           batch_size: int = 64, quantile: float = 0.95, k: int = 100,
                            methods=tuple(SCORES), seed: int = 0, verbose: int = 0) -> dict:
     """Worked example: train on some classes, detect a held-out class.
 
@@ -204,8 +204,8 @@ def held_out_class_example(source: str = "digits", anomaly_classes=(0,), *,
         anomaly_classes: Classes never seen in training.
         latent_dim, arch, arch_options: The VAE.
         epochs, batch_size: Training.
-        percentile: Threshold percentile of the validation scores.
-        k: Posterior samples per score: `neg_elbo` averages k draws, `iwae_nll`
+        quantile: Threshold quantile of the validation scores, in (0, 1].
+        k: Posterior samples per score: `negative_elbo` averages k draws, `iwae_nll`
             uses k importance samples.
         methods: Scores to compare.
         seed: Seed of the split, the model and the scores.
@@ -220,7 +220,7 @@ def held_out_class_example(source: str = "digits", anomaly_classes=(0,), *,
     Example:
 
     >>> result = held_out_class_example("digits", anomaly_classes=[0])
-    >>> result["auc"]["neg_elbo"]
+    >>> result["auc"]["negative_elbo"]
     """
     import keras
 
@@ -257,7 +257,7 @@ def held_out_class_example(source: str = "digits", anomaly_classes=(0,), *,
         val_scores = score(model, x[val], method, k=k, seed=seed)
         normal_scores = score(model, x[test], method, k=k, seed=seed)
         anomalous_scores = score(model, x[anomalies], method, k=k, seed=seed)
-        threshold = calibrate_threshold(val_scores, percentile)
+        threshold = calibrate_threshold(val_scores, quantile)
         result["auc"][method] = roc_auc(normal_scores, anomalous_scores)
         result["threshold"][method] = threshold
         result["detection_rate"][method] = float(np.mean(anomalous_scores > threshold))

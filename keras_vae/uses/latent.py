@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from keras_vae import data as data_lib
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.registry import Registry
 
 # --------------------------------------------------------------- paths in z
@@ -61,7 +61,7 @@ def lerp(start, end, steps: int = 8) -> np.ndarray:
 
 
 # The one slerp, shared with the edge samplers and the browser page.
-slerp = edge_io.slerp
+slerp = recipes.slerp
 
 
 INTERPOLATIONS = Registry("interpolation", {"linear": lerp, "slerp": slerp})
@@ -115,7 +115,10 @@ def _labels_for(model, labels, n):
                 f"This conditional VAE ({model.num_classes} classes) needs labels to decode."
             )
         return None
-    return np.resize(np.asarray(labels, dtype=np.int32).reshape(-1), n)
+    labels = np.asarray(labels).reshape(-1)
+    if model.num_classes:
+        labels = data_lib.check_labels(labels, model.num_classes)
+    return np.resize(labels.astype(np.int32), n)
 
 
 def _as_code(model, point, label, role):

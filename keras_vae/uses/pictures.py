@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_vae import files
-from keras_vae.export import edge_io
+from keras_vae import files, recipes
 
 # One tiling and one display scale for the library and the edge samplers
-# (numpy-only, shipped in keras_vae.export), so a grid from `VAE.sample` and
-# one from onnxruntime match pixel for pixel.
-grid = edge_io.grid
-display_scale = edge_io.display_scale
+# (`keras_vae.recipes`, copied into every export), so a grid from `VAE.sample`
+# and one from onnxruntime match pixel for pixel.
+grid = recipes.grid
+display_scale = recipes.display_scale
 
 
 def save_png(array: np.ndarray, path, scale: int = 1) -> Path:

@@ -19,7 +19,7 @@ def test_bench_disentangle_tiny(run_bench, tmp_path):
         assert set(row["mig_per_factor"]) == {"shape", "scale", "orientation", "posX", "posY"}
         # 64 x 64 binary images: the negative ELBO of a barely trained model is
         # near the 4096 * log 2 = 2839 nats of a coin flip per pixel.
-        assert 100 < row["neg_elbo"] < 10_000 and math.isfinite(row["held_out_tc"])
+        assert 100 < row["negative_elbo"] < 10_000 and math.isfinite(row["held_out_tc"])
         assert sorted(row["traversal_rows"]) == list(range(4))  # latent 4, every dim a row
         from PIL import Image
 

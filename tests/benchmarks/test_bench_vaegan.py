@@ -15,7 +15,7 @@ def test_bench_vaegan_tiny(run_bench, tmp_path):
     assert [row["system"] for row in result["rows"]] == ["vae", "vaegan"]
     for row in result["rows"]:
         assert np.isfinite(row["frechet"]) and 0 <= row["precision"] <= 1
-        assert row["images_per_s"] > 0 and np.isfinite(row["neg_elbo"])
+        assert row["images_per_s"] > 0 and np.isfinite(row["negative_elbo"])
     assert {"d_loss", "g_loss", "feature_loss"} <= set(result["rows"][1]["final_train"])
     assert "| system |" in stdout
     picture = tmp_path / "samples_0.png"

@@ -53,12 +53,12 @@ def test_bench_quality_tiny(run_bench):
     runs = result["runs"]
     assert {r["seed"] for r in runs} == {0, 1}
     for r in runs:
-        _positive(r, "neg_elbo", "iwae_nll", "images", "train_s")
+        _positive(r, "negative_elbo", "iwae_nll", "images", "train_s")
         # IWAE with K samples is a tighter bound than the ELBO, up to noise.
-        assert r["iwae_nll"] < r["neg_elbo_same_subset"] + 2.0, r
+        assert r["iwae_nll"] < r["negative_elbo_same_subset"] + 2.0, r
     for row in result["rows"]:
         assert row["n_seeds"] == 2
-        _positive(row, "neg_elbo_mean", "iwae_nll_mean", "epochs_mean")
+        _positive(row, "negative_elbo_mean", "iwae_nll_mean", "epochs_mean")
 
 
 def test_roofline_tiny(run_bench):
@@ -78,15 +78,15 @@ def test_roofline_tiny(run_bench):
 def test_conv_flops_match_hand_count():
     import keras
 
-    from benchmarks import reference_kerasio, roofline
+    from benchmarks import flops, reference_kerasio
 
     decoder = reference_kerasio.build_decoder(16, (28, 28, 1))
     # Dense 16->3136; deconv 7x7x64 -> 14x14x64; 14x14x64 -> 28x28x32; 28x28x32 -> 28x28x1.
     macs = 16 * 3136 + 7 * 7 * 9 * 64 * 64 + 14 * 14 * 9 * 64 * 32 + 28 * 28 * 9 * 32 * 1
-    assert roofline.keras_flops(decoder) == 2 * macs
+    assert flops.keras_flops(decoder) == 2 * macs
     encoder = keras.Sequential([keras.Input((28, 28, 1)),
                                 keras.layers.Conv2D(8, 3, strides=2, padding="same")])
-    assert roofline.keras_flops(encoder) == 2 * 14 * 14 * 9 * 1 * 8
+    assert flops.keras_flops(encoder) == 2 * 14 * 14 * 9 * 1 * 8
 
 
 def test_iwae_equals_log_likelihood_when_decoder_ignores_z():
@@ -157,8 +157,8 @@ def test_bench_priors_tiny(run_bench):
     systems = {row["system"] for row in result["rows"]}
     assert systems == {"normal", "mixture", "vamp", "normal+gmm"}
     for row in result["rows"]:
-        assert np.isfinite(row["nll"]) and np.isfinite(row["neg_elbo"])
-        assert row["nll"] <= row["neg_elbo"] + 1.0  # the IWAE bound is the tighter one
+        assert np.isfinite(row["nll"]) and np.isfinite(row["negative_elbo"])
+        assert row["nll"] <= row["negative_elbo"] + 1.0  # the IWAE bound is the tighter one
         assert np.isfinite(row["frechet"]) and 0 <= row["precision"] <= 1
     gmm = next(r for r in result["rows"] if r["system"] == "normal+gmm")
     normal = next(r for r in result["rows"] if r["system"] == "normal")

@@ -19,8 +19,8 @@ import pytest
 
 import keras_vae
 import keras_vae.export
-from keras_vae import cli, saving
-from keras_vae.export import edge_io, sample_litert, sample_onnx
+from keras_vae import cli, recipes, saving
+from keras_vae.export import sample_litert, sample_onnx
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,8 @@ CLI_CASES = {
     "evaluate not a model": (["evaluate", "{files}/liar.npz"], "unexpected or unsafe member"),
     "score zero k": (["score", MODEL, "--k", "0"], "--k: must be in"),
     "score percentile": (["score", MODEL, "--percentile", "101"], "--percentile: must be"),
+    "score quantile": (["score", MODEL, "--quantile", "1.5"], "--quantile: must be"),
+    "score zero quantile": (["score", MODEL, "--quantile", "0"], "--quantile: must be"),
     "score out suffix": (["score", MODEL, "--out", "{tmp}/scores.txt"], "must end in .npy"),
     "score out a directory": (["score", MODEL, "--out", "{tmp}/dir.npy"], "is a directory"),
     "sample zero n": (["sample", MODEL, "--n", "0", "--out", "{tmp}/s.png"],
@@ -258,8 +260,8 @@ def test_good_values_still_work(files, tmp_path, capsys):
 
 def test_validators_name_their_range():
     with pytest.raises(Exception, match=r"must be in \[1, 4096\], got 0"):
-        edge_io.image_count("0")
-    assert edge_io.seed_int(str(2**32 - 1)) == 2**32 - 1
-    assert edge_io.non_negative_float("0") == 0.0
+        recipes.image_count("0")
+    assert recipes.seed_int(str(2**32 - 1)) == 2**32 - 1
+    assert recipes.non_negative_float("0") == 0.0
     with pytest.raises(Exception, match="must be > 0"):
-        edge_io.positive_float("-0.0")
+        recipes.positive_float("-0.0")

@@ -45,10 +45,10 @@ def test_evaluate_prints_json_in_nats(trained_run):
                     "--split", "train[:300]")
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["n_examples"] == 300
-    assert report["neg_elbo"] == pytest.approx(
+    assert report["negative_elbo"] == pytest.approx(
         report["reconstruction_loss"] + report["kl_loss"], rel=1e-6)
     # 64 binary pixels: between a perfect model (0) and coin flips (64 ln 2 = 44.4 nats)
-    assert 0 < report["neg_elbo"] < 64 * np.log(2)
+    assert 0 < report["negative_elbo"] < 64 * np.log(2)
 
 
 def test_sample_writes_png(trained_run, tmp_path):

@@ -80,7 +80,7 @@ def test_fit_prior_writes_a_model_with_a_fitted_sampling_prior(tmp_path, capsys)
     # Only the sampler changed: the weights and the objective are the original's.
     for a, b in zip(fitted.weights, vae.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    z = keras_vae.export.edge_io.sample_prior(table, 4, 3, seed=2)
+    z = keras_vae.recipes.sample_prior(table, 4, 3, seed=2)
     np.testing.assert_allclose(fitted.sample(4, seed=2), vae.decode(z).numpy(), atol=1e-6)
 
 

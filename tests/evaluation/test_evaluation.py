@@ -56,8 +56,8 @@ def test_iwae_is_exact_with_the_true_posterior():
 def test_iwae_recovers_the_closed_form_from_a_poor_posterior():
     # Shifted mean, 3x the variance: the ELBO is loose by more than a nat.
     model, x, log_px = _linear_gaussian(mean_shift=0.5, var_scale=3.0)
-    neg_elbo = evaluation.iwae_nll(model, x, k=1, seed=1)
-    gap_elbo = float(np.mean(neg_elbo + log_px))
+    negative_elbo = evaluation.iwae_nll(model, x, k=1, seed=1)
+    gap_elbo = float(np.mean(negative_elbo + log_px))
     assert gap_elbo > 1.0
     nll = evaluation.iwae_nll(model, x, k=1000)
     assert np.all(nll >= -log_px - 0.5)
@@ -81,17 +81,17 @@ def trained():
     return model, x[1500:1620]
 
 
-def test_iwae_below_neg_elbo_and_converging(trained):
+def test_iwae_below_negative_elbo_and_converging(trained):
     model, x = trained
     # The negative ELBO with many samples per example (the expectation, not one draw).
-    neg_elbo = float(np.mean(keras_vae.uses.anomaly.neg_elbo_score(model, x, k=200, seed=5)))
+    negative_elbo = float(np.mean(keras_vae.uses.anomaly.negative_elbo_score(model, x, k=200, seed=5)))
     means = {k: float(np.mean(evaluation.iwae_nll(model, x, k=k, seed=3)))
              for k in (1, 10, 100, 1000, 5000)}
-    assert means[1] == pytest.approx(neg_elbo, abs=0.5)  # K = 1 is the ELBO
+    assert means[1] == pytest.approx(negative_elbo, abs=0.5)  # K = 1 is the ELBO
     ks = sorted(means)
     for small, large in zip(ks, ks[1:]):
         assert means[large] <= means[small] + 0.02  # monotone up to Monte Carlo noise
-    assert means[1000] < neg_elbo - 0.3
+    assert means[1000] < negative_elbo - 0.3
     # The steps shrink: from 100 to 1000 to 5000 samples the estimate has settled.
     assert abs(means[5000] - means[1000]) < 0.5 * (means[10] - means[100]) + 0.02
     assert abs(means[5000] - means[1000]) < 0.1
@@ -123,7 +123,7 @@ def test_evaluate_reports_nll_bits_and_latent_statistics(trained):
     out = evaluation.evaluate(model, ds, iwae_k=200, seed=0)
     json.dumps(out)
     assert out["n_examples"] == len(x) and out["iwae_k"] == 200
-    assert out["nll"] < out["neg_elbo"]
+    assert out["nll"] < out["negative_elbo"]
     assert out["bits_per_dim_nll"] == pytest.approx(out["nll"] / (64 * np.log(2)))
     # Latent statistics against numpy on the encoder's outputs.
     mean, log_var = (np.asarray(t, np.float64) for t in model.encode(x))
@@ -178,7 +178,7 @@ def test_cli_evaluate_iwae(trained, tmp_path, capsys):
     assert cli.main(["evaluate", str(path), "--dataset", "digits", "--split", "train[:100]",
                      "--iwae-k", "64"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"neg_elbo", "nll", "bits_per_dim_nll", "active_units", "kl_per_dim"} <= set(out)
-    assert out["nll"] < out["neg_elbo"] and len(out["kl_per_dim"]) == 4
+    assert {"negative_elbo", "nll", "bits_per_dim_nll", "active_units", "kl_per_dim"} <= set(out)
+    assert out["nll"] < out["negative_elbo"] and len(out["kl_per_dim"]) == 4
     assert cli.main(["evaluate", str(path), "--iwae-k", "0"]) == 2  # usage error, no work
     assert "argument --iwae-k: must be in [1, " in capsys.readouterr().err

@@ -21,7 +21,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 import keras_vae
 import keras_vae.export
-from keras_vae.export import edge_io, parity
+from keras_vae import recipes
+from keras_vae.export import parity, reader
 from keras_vae.export.litert_format import op_names
 from keras_vae.uses import pictures
 
@@ -66,9 +67,10 @@ def conditional(shared, make_vae, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory, device_blocker):
-    """The samplers and their helper copied alone to a 'device' folder, beside the blocker."""
+    """The samplers and their modules copied alone to a 'device' folder, beside the blocker."""
     root = tmp_path_factory.mktemp("device")
-    for name in ("sample_onnx.py", "sample_litert.py", "edge_io.py"):
+    for name in ("sample_onnx.py", "sample_litert.py", "sampler.py", "reader.py", "images.py",
+                 "recipes.py"):
         shutil.copy(EXPORT_SRC / name, root / name)
     (root / "blocker").symlink_to(device_blocker)
     return root
@@ -88,7 +90,7 @@ def decode(model, z, labels=None):
 
 
 def entry(manifest, graph, fmt, precision="fp32"):
-    return edge_io.find_file(manifest, graph, fmt, precision)
+    return reader.find_file(manifest, graph, fmt, precision)
 
 
 # ------------------------------------------------------------------ parity
@@ -256,11 +258,11 @@ def test_manifest_describes_every_file(full):
 
     for e in manifest["files"]:
         path = out / e["path"]
-        if path.is_file():  # checksum recomputed independently of edge_io
+        if path.is_file():  # checksum recomputed independently of recipes
             assert e["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
             assert e["size_bytes"] == path.stat().st_size
         else:
-            assert e["sha256"] == edge_io.sha256_of(path)
+            assert e["sha256"] == recipes.sha256_of(path)
         assert all(s["dtype"] in ("float32", "int32") for s in e["inputs"] + e["outputs"])
         assert all(s["shape"][0] is None for s in e["inputs"] + e["outputs"])
         p = e["parity"]
@@ -417,7 +419,7 @@ def test_sampler_interpolates_between_seeds(full, edge, tmp_path):
     r = run_edge(edge, "sample_onnx.py", out, "--interpolate", 4, 9, "--steps", 5,
                  "--out", tmp_path / "path.npy")
     assert r.returncode == 0, r.stderr
-    z = edge_io.interpolate(4, 9, 5, LATENT)
+    z = recipes.interpolate(4, 9, 5, LATENT)
     a, b = keras_vae.prior_z(1, LATENT, seed=4)[0], keras_vae.prior_z(1, LATENT, seed=9)[0]
     np.testing.assert_array_equal(z[0], a)
     np.testing.assert_array_equal(z[-1], b)
@@ -479,7 +481,7 @@ def _truncate(directory, name, refresh_manifest):
     if refresh_manifest:  # a consistent manifest: the runtime itself must fail cleanly
         def change(m):
             e = next(e for e in m["files"] if e["path"] == name)
-            e["size_bytes"], e["sha256"] = path.stat().st_size, edge_io.sha256_of(path)
+            e["size_bytes"], e["sha256"] = path.stat().st_size, recipes.sha256_of(path)
         _rewrite_manifest(directory, change)
 
 
@@ -588,7 +590,7 @@ def test_untrained_model_exports(make_vae, tmp_path):
     z = keras_vae.prior_z(3, 2, seed=0)
     got = ort.InferenceSession(str(tmp_path / "decoder.onnx")).run(["x"], {"z": z})[0]
     np.testing.assert_allclose(got, decode(model, z), atol=1e-5)
-    assert e["sha256"] == edge_io.sha256_of(tmp_path / "decoder.onnx")
+    assert e["sha256"] == recipes.sha256_of(tmp_path / "decoder.onnx")
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -656,7 +658,7 @@ def test_cli_export_prints_table(full, tmp_path, capsys):
     assert code == 0, printed
     for name in ("decoder.onnx", "decoder.tflite", "decoder.fp16.tflite", "max abs err"):
         assert name in printed
-    manifest = edge_io.read_manifest(tmp_path / "export")
+    manifest = reader.read_manifest(tmp_path / "export")
     assert len(manifest["files"]) == 3
     code = cli.main(["export", str(tmp_path / "model.keras"), "--formats", "pdf",
                      "--out", str(tmp_path / "x")])

@@ -10,7 +10,8 @@ import pytest
 
 import keras_vae
 import keras_vae.export
-from keras_vae.export import edge_io, manifest
+from keras_vae import recipes
+from keras_vae.export import manifest
 from keras_vae.parts import priors
 
 
@@ -43,7 +44,7 @@ def test_the_manifests_prior_gives_keras_z_bit_for_bit(kind):
     vae = MODELS[kind]()
     table = json.loads(json.dumps(manifest.build(vae, [])["prior"]))  # as a device reads it
     assert table["type"] == "mixture"
-    z_edge = edge_io.sample_prior(table, 50, 3, seed=9)
+    z_edge = recipes.sample_prior(table, 50, 3, seed=9)
     drawn = vae.prior if vae.sampling_prior is None else vae.sampling_prior
     np.testing.assert_array_equal(z_edge, drawn.sample(50, 3, seed=9))
     # The recipe written out with numpy alone: one generator, component choices first.
@@ -58,7 +59,7 @@ def test_the_manifests_prior_gives_keras_z_bit_for_bit(kind):
     # Not N(0, I): the draws follow the mixture's components.
     assert not np.allclose(z_edge, keras_vae.prior_z(50, 3, seed=9))
     # The draws have the mixture's mean and variance.
-    z_many = edge_io.sample_prior(table, 20000, 3, seed=0)
+    z_many = recipes.sample_prior(table, 20000, 3, seed=0)
     w = np.asarray(table["weights"])[:, None]
     mu, var = np.asarray(table["means"]), np.exp(np.asarray(table["log_vars"]))
     mean = np.sum(w * mu, axis=0)
@@ -94,7 +95,7 @@ def test_parity_and_calibration_codes_come_from_the_models_prior():
     vae.prior.means.assign(vae.prior.means.numpy() + 6.0)  # far from N(0, I)'s codes
     traced = graphs.trace(vae, "decoder")
     z = traced.random_inputs(5, np.random.default_rng(3))["z"]
-    np.testing.assert_array_equal(z, edge_io.sample_prior(vae.prior_table(), 5, 3, seed=3))
+    np.testing.assert_array_equal(z, recipes.sample_prior(vae.prior_table(), 5, 3, seed=3))
     assert z.mean() > 3.0
     plain = graphs.trace(tiny_vae(), "decoder")  # N(0, I): the draws parity always used
     np.testing.assert_array_equal(plain.random_inputs(4, np.random.default_rng(1))["z"],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras_vae
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.export import manifest as manifest_lib
 from keras_vae.models.vqvae import VQVAE
 from keras_vae.parts import code_prior
@@ -47,7 +47,7 @@ def test_vqvae_export_graphs_and_their_inputs():
     assert graphs["decoder"].inputs == [("indices", (2, 2), "int32")]
     assert graphs["decoder"].input_ranges == {"indices": (0, 8)}
     latents = model.manifest_latents()
-    assert latents["prior"]["type"] == edge_io.AUTOREGRESSIVE_CODES
+    assert latents["prior"]["type"] == recipes.AUTOREGRESSIVE_CODES
     assert latents["prior"]["graph"] is None and latents["codes"]["grid_shape"] == [2, 2]
 
 
@@ -76,7 +76,7 @@ def test_onnx_codes_equal_keras_codes_for_the_same_seed(trained):
 
     model, out, _ = trained
     session = ort.InferenceSession(str(out / "prior.onnx"), providers=["CPUExecutionProvider"])
-    codes = edge_io.autoregressive_codes(
+    codes = recipes.autoregressive_codes(
         lambda c: session.run(["logits"], {"indices": c})[0], 6, (2, 2), 8, seed=4)
     np.testing.assert_array_equal(codes, model.sample_codes(6, seed=4))
     assert len(np.unique(codes)) > 1

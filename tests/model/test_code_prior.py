@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.models.vqvae import VQVAE
 from keras_vae.parts import code_prior
 
@@ -52,7 +52,7 @@ def test_autoregressive_codes_follow_the_logits_in_raster_order():
             logits.reshape(len(codes), -1, n)[np.arange(len(codes)), p, (prev + 1) % n] = 50.0
         return logits
 
-    codes = edge_io.autoregressive_codes(run_logits, 3, (h, w), n, seed=0)
+    codes = recipes.autoregressive_codes(run_logits, 3, (h, w), n, seed=0)
     assert codes.dtype == np.int32 and codes.shape == (3, h, w)
     np.testing.assert_array_equal(codes[0].reshape(-1), [1, 2, 3, 4, 0, 1])
     assert len(calls) == h * w
@@ -61,7 +61,7 @@ def test_autoregressive_codes_follow_the_logits_in_raster_order():
 def test_autoregressive_draws_have_the_softmax_frequencies():
     p = np.array([0.5, 0.3, 0.15, 0.05])
     logits = np.log(p).astype(np.float32)
-    codes = edge_io.autoregressive_codes(
+    codes = recipes.autoregressive_codes(
         lambda c: np.broadcast_to(logits, (*c.shape, 4)), 20000, (1, 1), 4, seed=3)
     freq = np.bincount(codes.reshape(-1), minlength=4) / codes.size
     np.testing.assert_allclose(freq, p, atol=0.015)
@@ -71,8 +71,8 @@ def test_autoregressive_draws_have_the_softmax_frequencies():
 
 
 def test_bad_logits_are_a_clear_error():
-    with pytest.raises(edge_io.EdgeError, match="expected finite"):
-        edge_io.autoregressive_codes(lambda c: np.zeros((1, 2, 2, 3)), 2, (2, 2), 3, seed=0)
+    with pytest.raises(ValueError, match="expected finite"):
+        recipes.autoregressive_codes(lambda c: np.zeros((1, 2, 2, 3)), 2, (2, 2), 3, seed=0)
 
 
 def test_train_prior_beats_uniform_codes_and_attaches_a_frozen_prior():

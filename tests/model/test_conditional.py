@@ -74,7 +74,7 @@ def test_label_errors(make_vae, digits):
     model = make_vae(num_classes=10)
     with pytest.raises(ValueError, match="needs labels"):
         model.fit(x, epochs=1, verbose=0)
-    with pytest.raises(ValueError, match=r"in \[0, 10\).*found \[10\]"):
+    with pytest.raises(ValueError, match=r"in \[0, 10\).*got \[10\]"):
         model.fit(x, np.where(y == 3, 10, y), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="-1 means the data has no labels"):
         model.fit(x, np.full(64, -1), epochs=1, verbose=0)
@@ -82,7 +82,7 @@ def test_label_errors(make_vae, digits):
         model.fit(x, y + 0.5, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="one label per image"):
         model.fit(x, y[:10], epochs=1, verbose=0)
-    with pytest.raises(ValueError, match=r"found \[10\]"):
+    with pytest.raises(ValueError, match=r"got \[10\]"):
         model.fit(x, y, validation_data=(x, np.full(64, 10)), epochs=1, verbose=0)
     # A dataset without labels, or with unlabeled (-1) / out-of-range labels.
     with pytest.raises(ValueError, match=r"needs \(image, label\) batches"):
@@ -96,7 +96,7 @@ def test_label_errors(make_vae, digits):
     # Direct calls.
     with pytest.raises(ValueError, match="needs labels"):
         model.encode(x)
-    with pytest.raises(ValueError, match=r"found \[10, 11\]"):
+    with pytest.raises(ValueError, match=r"got \[10, 11\]"):
         model.encode(x[:3], np.array([10, 11, 2]))
     with pytest.raises(ValueError, match="needs labels"):
         keras_vae.evaluation.iwae_nll(model, x, k=2)

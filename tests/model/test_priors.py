@@ -6,7 +6,7 @@ import pytest
 from scipy.special import logsumexp
 
 import keras_vae
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.parts import priors
 
 LOG_2PI = np.log(2 * np.pi)
@@ -41,9 +41,9 @@ def test_mixture_log_prob_and_manifest_against_numpy(make_vae):
     z = np.random.default_rng(1).normal(size=(2, 5, 3)).astype(np.float32)  # any leading axes
     want = np_mixture_log_prob(z, weights, table["means"], table["log_vars"])
     np.testing.assert_allclose(prior.log_prob(z), want, rtol=1e-5, atol=1e-5)
-    # The default K, and the table reaches VAE.sample through edge_io's recipe.
+    # The default K, and the table reaches VAE.sample through the shared recipe.
     assert make_vae("mlp", prior="mixture").prior.components == 10
-    z = edge_io.sample_prior(table, 6, 3, seed=4)
+    z = recipes.sample_prior(table, 6, 3, seed=4)
     np.testing.assert_allclose(vae.sample(6, seed=4), vae.decode(z).numpy(), atol=1e-6)
 
 
@@ -165,7 +165,7 @@ def test_sampling_prior_changes_samples_and_manifest_not_the_objective(make_vae,
                                               table["log_vars"])
     np.testing.assert_array_equal(vae.negative_elbo(x, eps=eps).numpy(), loss_before)
     assert vae.prior_table()["type"] == "mixture"
-    z = edge_io.sample_prior(table, 5, 3, seed=7)
+    z = recipes.sample_prior(table, 5, 3, seed=7)
     np.testing.assert_allclose(vae.sample(5, seed=7), vae.decode(z).numpy(), atol=1e-6)
     loaded = keras.saving.load_model(keras_vae.saving.save_model(vae, tmp_path / "m.keras"))
     assert isinstance(loaded.sampling_prior, priors.FittedMixture)

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
-from keras_vae.export import edge_io
+from keras_vae import recipes
 from keras_vae.parts import priors
 
 MIXTURE = {"type": "mixture", "weights": [0.2, 0.8],
@@ -42,7 +42,7 @@ def test_standard_normal_draws_are_numpys_default_rng_call_exactly():
 
 
 def test_mixture_draws_follow_the_documented_numpy_recipe_and_the_weights():
-    z = edge_io.sample_prior(MIXTURE, 20000, 3, seed=5)
+    z = recipes.sample_prior(MIXTURE, 20000, 3, seed=5)
     rng = np.random.default_rng(5)
     u = rng.random(20000)
     k = (u >= 0.2).astype(int)  # cdf [0.2, 1.0], side="right"
@@ -51,16 +51,16 @@ def test_mixture_draws_follow_the_documented_numpy_recipe_and_the_weights():
     np.testing.assert_array_equal(z, (mu[k] + np.exp(0.5 * lv[k]) * eps).astype(np.float32))
     share = np.mean(np.linalg.norm(z - mu[1], axis=1) < np.linalg.norm(z - mu[0], axis=1))
     assert share == pytest.approx(0.8, abs=0.02)
-    with pytest.raises(edge_io.EdgeError, match="mixture prior"):
-        edge_io.sample_prior({**MIXTURE, "weights": [1.0]}, 2, 3, seed=0)
-    with pytest.raises(edge_io.EdgeError, match="Unknown prior 'vamp'"):
-        edge_io.sample_prior({"type": "vamp"}, 2, 3, seed=0)
+    with pytest.raises(ValueError, match="mixture prior"):
+        recipes.sample_prior({**MIXTURE, "weights": [1.0]}, 2, 3, seed=0)
+    with pytest.raises(ValueError, match="Unknown prior 'vamp'"):
+        recipes.sample_prior({"type": "vamp"}, 2, 3, seed=0)
 
 
 def test_vae_samples_and_scores_with_the_prior_it_is_given(make_vae, tiny_images):
     x, _ = tiny_images
     vae = make_vae("mlp", latent_dim=3, prior=FixedMixture())
-    z = edge_io.sample_prior(MIXTURE, 6, 3, seed=2)
+    z = recipes.sample_prior(MIXTURE, 6, 3, seed=2)
     np.testing.assert_allclose(vae.sample(6, seed=2), vae.decode(z).numpy(), atol=1e-6)
     eps = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
     terms = vae.elbo_terms(x[:8], eps=eps)
@@ -148,14 +148,17 @@ def test_the_model_lists_its_export_graphs(make_vae):
 
 
 def test_training_run_writes_the_run_directory_from_python(tmp_path):
-    result = keras_vae.training.run(
+    config = keras_vae.training.RunConfig(
         tmp_path / "run", dataset="digits", split="train[:256]", batch_size=64, epochs=1,
         model_config={"arch": "mlp", "latent_dim": 2, "arch_options": {"hidden_units": [16]}},
-        verbose=0, record={"note": "from a notebook"})
+        verbose=0)
+    result = keras_vae.training.run(config, record={"note": "from a notebook"})
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert names == ["history.json", "model.keras", "reconstructions.png", "samples.png"]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["args"] == {"note": "from a notebook"} and len(history["history"]["loss"]) == 1
+    assert keras_vae.training.RunConfig.from_dict(history["config"]) == config
     assert result.model.latent_dim == 2 and result.out == tmp_path / "run"
     with pytest.raises(FileExistsError):
-        keras_vae.training.run(tmp_path / "run", dataset="digits", epochs=1)
+        keras_vae.training.run(keras_vae.training.RunConfig(tmp_path / "run", dataset="digits",
+                                                            epochs=1))

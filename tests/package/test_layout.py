@@ -11,7 +11,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"keras_vae": ROOT / "keras_vae", "keras_vae.export": ROOT / "export"}
-DEVICE = ("edge_io", "sample_onnx", "sample_litert")
+# The device side: what an export folder runs with numpy and one runtime. In an
+# export folder (script mode) they import each other as top-level modules.
+DEVICE = ("recipes", "reader", "images", "sampler", "sample_onnx", "sample_litert")
+# The one module of the library the device code imports: a numpy-only leaf that
+# export/ links to (and every bundle copies).
+SHARED_LEAF = "keras_vae.recipes"
+# Where the library may import keras_vae.export: the `export` command of the CLI
+# (its parser lists the formats, its function exports and calibrates), and the
+# package facade that names the subpackage (whose __init__ loads nothing eagerly).
+EXPORT_COMMAND = {"keras_vae.cli": {"build_parser", "cmd_export", "_calibrate"},
+                  "keras_vae": set()}
 
 
 def _modules() -> dict:
@@ -29,12 +39,18 @@ def _modules() -> dict:
     return found
 
 
-def _imports(path: Path, name: str, modules: dict) -> set:
-    """Modules of ours that `path` imports, at any depth of its code (late imports too)."""
+def _imports(path: Path, name: str, modules: dict, skip=()) -> set:
+    """Modules of ours that `path` imports, at any depth of its code (late imports too).
+
+    `skip` names top-level functions whose bodies are not read.
+    """
     edges = set()
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    tree.body = [node for node in tree.body
+                 if not (isinstance(node, ast.FunctionDef) and node.name in skip)]
+    for node in ast.walk(tree):
         targets = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
@@ -106,15 +122,16 @@ def test_device_code_imports_only_the_standard_library_numpy_and_its_runtime(mod
     modules = _modules()
     path = PACKAGES["keras_vae.export"] / f"{module}.py"
     ours = _imports(path, f"keras_vae.export.{module}", modules)
-    assert ours <= {f"keras_vae.export.{m}" for m in DEVICE}, ours
+    assert ours <= {f"keras_vae.export.{m}" for m in DEVICE} | {SHARED_LEAF}, ours
     third_party = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             third_party |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
             third_party.add(node.module.split(".")[0])
+    # `keras_vae` only as the package-mode spelling of the shared leaf (checked above).
     allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "ai_edge_litert", "PIL",
-                                             "edge_io"}
+                                             "keras_vae", *DEVICE}
     assert third_party <= allowed, third_party - allowed
 
 
@@ -127,10 +144,12 @@ def test_device_code_runs_with_tensorflow_keras_and_the_library_unimportable(tmp
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
         sys.path.insert(0, {str(ROOT / "export")!r})
-        import edge_io, sample_onnx, sample_litert
-        z = edge_io.sample_prior({{"type": "mixture", "weights": [1, 3], "means": [[0, 0], [5, 5]],
+        import recipes, reader, images, sampler, sample_onnx, sample_litert
+        z = recipes.sample_prior({{"type": "mixture", "weights": [1, 3], "means": [[0, 0], [5, 5]],
                                   "log_vars": [[0, 0], [-2, -2]]}}, 4, 2, seed=0)
-        print(z.shape, edge_io.slerp(z[0], z[1], 3).shape)
+        print(z.shape, recipes.slerp(z[0], z[1], 3).shape)
+        assert sampler.reader is reader and sampler.images is images and images.recipes is recipes
+        assert "keras_vae" not in sys.modules and "tensorflow" not in sys.modules
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60)
@@ -138,13 +157,67 @@ def test_device_code_runs_with_tensorflow_keras_and_the_library_unimportable(tmp
     assert out.stdout.strip() == "(4, 2) (3, 2)"
 
 
+def test_the_library_imports_the_device_folder_only_in_the_export_command():
+    modules = _modules()
+    found = {}
+    for name, path in modules.items():
+        if name.startswith("keras_vae.export"):
+            continue
+        skip = EXPORT_COMMAND.get(name, ())
+        into = {m for m in _imports(path, name, modules, skip) if m.startswith("keras_vae.export")}
+        if name == "keras_vae":  # the facade names the subpackage, and nothing inside it
+            into.discard("keras_vae.export")
+        if into:
+            found[name] = sorted(into)
+    assert not found, f"library modules importing keras_vae.export: {found}"
+    # The check reads the CLI: the export command itself does import the exporters.
+    cli = modules["keras_vae.cli"]
+    assert "keras_vae.export" in _imports(cli, "keras_vae.cli", modules)
+
+
+def test_the_check_finds_a_late_import_of_the_device_folder(tmp_path):
+    lib = tmp_path / "lib.py"
+    lib.write_text("def cmd_export():\n    from keras_vae.export import exporter\n"
+                   "def serve():\n    from keras_vae.export import reader\n")
+    modules = {"keras_vae.lib": lib, "keras_vae.export.exporter": lib,
+               "keras_vae.export.reader": lib}
+    assert _imports(lib, "keras_vae.lib", modules, skip={"cmd_export"}) == {
+        "keras_vae.export.reader"}
+    assert _imports(lib, "keras_vae.lib", modules, skip={"cmd_export", "serve"}) == set()
+
+
+def test_the_shared_leaf_imports_only_numpy_and_the_standard_library():
+    path = PACKAGES["keras_vae"] / "recipes.py"
+    top = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            top |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, "recipes.py imports nothing relative"
+            top.add(node.module.split(".")[0])
+    assert "numpy" in top  # imports are read
+    assert top <= set(sys.stdlib_module_names) | {"numpy"}, top - set(sys.stdlib_module_names)
+
+
+def test_the_device_folder_holds_the_librarys_own_recipes():
+    """export/recipes.py is a link to keras_vae/recipes.py: one file, two import paths."""
+    linked, own = PACKAGES["keras_vae.export"] / "recipes.py", PACKAGES["keras_vae"] / "recipes.py"
+    if linked.is_symlink():
+        assert linked.resolve() == own.resolve()
+    assert linked.read_bytes() == own.read_bytes()
+
+
 def test_every_module_the_docs_use_is_an_attribute_after_import_keras_vae():
     import keras_vae
 
-    for name in ("training", "distribute", "data", "evaluation", "latent", "anomaly", "saving",
-                 "files", "priors", "posterior", "likelihoods", "networks", "export",
-                 "objectives", "pictures", "callbacks", "corruption", "augmentation"):
-        assert importlib.import_module(f"keras_vae.{name}") is getattr(keras_vae, name)
+    for name in ("training", "parts.distribute", "data", "evaluation", "uses.latent",
+                 "uses.anomaly", "saving", "files", "recipes", "parts.priors", "parts.posterior",
+                 "parts.likelihoods", "parts.networks", "export", "parts.objectives",
+                 "uses.pictures", "training.callbacks", "uses.corruption", "uses.augmentation"):
+        attribute = keras_vae
+        for part in name.split("."):
+            attribute = getattr(attribute, part)
+        assert importlib.import_module(f"keras_vae.{name}") is attribute
     assert callable(keras_vae.training.run) and callable(keras_vae.parts.distribute.get)
     assert callable(keras_vae.export.export) and callable(keras_vae.export.export_onnx)
 

@@ -27,10 +27,26 @@ def export_pkg():
 
 @pytest.fixture(scope="session")
 def serve_lib(export_pkg):
-    """`serve.py` imported in this process (for its PNG codec and pure functions)."""
+    """`serve.py` imported in this process (the app's assembly and its pure functions)."""
     import importlib
 
     return importlib.import_module(f"{export_pkg.__name__}.serve")
+
+
+@pytest.fixture(scope="session")
+def server_module(export_pkg):
+    """Factory: `server_module("uploads")` imports one of the server's modules here."""
+    import importlib
+
+    return lambda name: importlib.import_module(f"{export_pkg.__name__}.{name}")
+
+
+@pytest.fixture(scope="session")
+def recipes():
+    """The numpy recipes the server and the library share (`keras_vae.recipes`)."""
+    from keras_vae import recipes
+
+    return recipes
 
 
 def _tiny_vae(**kwargs):
@@ -59,12 +75,17 @@ def conditional(export_pkg, tmp_path_factory):
     return model, out
 
 
+def device_programs(export_pkg):
+    """The Python files an export folder carries (`DEVICE_FILES`): the server among them."""
+    return [name for name in export_pkg.DEVICE_FILES if name.endswith(".py")]
+
+
 @pytest.fixture(scope="session")
 def device(export_pkg, tmp_path_factory, device_blocker):
-    """A folder holding only `serve.py`, `edge_io.py` and a TensorFlow/Keras blocker."""
+    """A folder holding only the device programs (server, samplers) and a TensorFlow blocker."""
     src = Path(export_pkg.__file__).parent
     root = tmp_path_factory.mktemp("device")
-    for name in ("serve.py", "edge_io.py"):
+    for name in device_programs(export_pkg):
         shutil.copy(src / name, root / name)
     (root / "blocker").symlink_to(device_blocker)
     return root

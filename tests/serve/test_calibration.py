@@ -80,7 +80,7 @@ def test_refusals(calibration, tiny):
         calibration.calibrate(model, bad)
 
 
-def test_write_keeps_the_files_verifiable(calibration, tiny, tmp_path, serve_lib):
+def test_write_keeps_the_files_verifiable(calibration, tiny, tmp_path, server_module):
     import shutil
 
     model, export_dir = tiny
@@ -91,9 +91,9 @@ def test_write_keeps_the_files_verifiable(calibration, tiny, tmp_path, serve_lib
     manifest = calibration.write(entry, out)
     stored = json.loads((out / "manifest.json").read_text())
     assert stored["anomaly"] == entry == manifest["anomaly"]
-    edge_io = serve_lib.edge_io
-    for file_entry in edge_io.read_manifest(out)["files"]:
-        edge_io.verify_file(out, file_entry)
+    reader = server_module("reader")
+    for file_entry in reader.read_manifest(out)["files"]:
+        reader.verify_file(out, file_entry)
     with pytest.raises(ValueError, match="finite threshold"):
         calibration.write({**entry, "threshold": float("nan")}, out)
 

@@ -64,3 +64,58 @@ def test_export_calibrates_and_serve_runs_without_tensorflow(tmp_path):
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0, log.read_text()
     assert Path(log).read_text()
+
+
+# Imported first by every Python process started with this folder on PYTHONPATH: notes
+# each attempt to import the training stack in the file named by $IMPORT_LOG, then refuses it.
+IMPORT_HOOK = '''
+import os
+import sys
+
+
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tf2onnx"):
+            with open(os.environ["IMPORT_LOG"], "a") as log:
+                log.write(f"{os.getpid()} {name}\\n")
+            raise ImportError(f"{name} refused by the test's import hook")
+        return None
+
+
+sys.meta_path.insert(0, _Refuse())
+'''
+
+
+def test_console_script_serves_without_ever_importing_tensorflow(tiny, tmp_path):
+    script = Path(sys.executable).with_name("keras-vae")
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (pip install -e .)")
+    _, export_dir = tiny
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(IMPORT_HOOK)
+    imports = tmp_path / "imports.log"
+    log = tmp_path / "serve.log"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(hook),
+           "IMPORT_LOG": str(imports), "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as f:
+        server = subprocess.Popen([str(script), "serve", str(export_dir), "--port", "0"],
+                                  stdout=f, stderr=subprocess.STDOUT, env=env)
+    try:
+        port, deadline = None, time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            found = re.search(r" on http://127\.0\.0\.1:(\d+) ", log.read_text())
+            port = int(found[1]) if found else None
+            assert server.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert port, log.read_text()
+        stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats",
+                                                  timeout=10).read())
+        assert stats["tensorflow_imported"] is False
+        assert stats["worker"]["pid"] == server.pid  # the console script exec'd the server
+        assert set(stats["models"]) == {"decoder", "encoder", "scorer"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0, log.read_text()
+    # Neither the console script's process nor the server tried to import the stack.
+    assert not imports.exists(), imports.read_text()

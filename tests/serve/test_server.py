@@ -174,7 +174,7 @@ def test_outputs_parameter_filters_and_compressed_requests(server, calibrated):
     client.close()
 
 
-def test_conditional_model_takes_int32_labels(start_server, conditional, serve_lib):
+def test_conditional_model_takes_int32_labels(start_server, conditional, recipes):
     _, export_dir = conditional
     server = start_server(export_dir)
     client = tritonclient_http.InferenceServerClient(server.url)
@@ -199,7 +199,7 @@ def test_conditional_model_takes_int32_labels(start_server, conditional, serve_l
     assert status == 200
     want = ort_session(export_dir / "decoder.onnx").run(
         None, {"z": _z(4, 5), "label": np.full(4, 2, np.int32)})[0]
-    np.testing.assert_array_equal(_read_png(raw), serve_lib.edge_io.grid(want))
+    np.testing.assert_array_equal(_read_png(raw), recipes.grid(want))
     # Scoring takes labels in JSON.
     x = _images(2)
     status, out = server.json("POST", "/v1/score", {"images": x.tolist(), "labels": [1, 3]})
@@ -210,6 +210,46 @@ def test_conditional_model_takes_int32_labels(start_server, conditional, serve_l
     np.testing.assert_allclose(out["scores"], want, rtol=1e-5)
     assert out["threshold"] is None and out["is_anomaly"] is None
     client.close()
+
+
+def test_class_ids_everywhere_and_old_names_once_with_a_deprecation_line(start_server,
+                                                                        conditional):
+    _, export_dir = conditional
+    server = start_server(export_dir)
+    decoder = ort_session(export_dir / "decoder.onnx")
+    want = decoder.run(None, {"z": _z(3, 5), "label": np.array([2, 0, 2], np.int32)})[0]
+    status, _, new = server.call("GET", "/v1/sample.png?n=3&seed=5&class_ids=2,0")
+    assert status == 200 and "deprecated" not in server.output()
+    status, _, old = server.call("GET", "/v1/sample.png?n=3&seed=5&class_id=2,0")
+    assert status == 200 and old == new  # ids cycle over the images: 2, 0, 2
+    status, _, again = server.call("GET", "/v1/sample.png?n=3&seed=5&class_id=2,0")
+    assert again == new
+    lines = [line for line in server.output().splitlines() if "deprecated" in line]
+    assert len(lines) == 1 and "'class_id'" in lines[0] and "class_ids" in lines[0], lines
+    from keras_vae import recipes
+
+    np.testing.assert_array_equal(_read_png(new), recipes.grid(want))
+    # Scoring: JSON key, query parameter (raw PNG) and form field are all `class_ids`.
+    x = _images(2)
+    scorer = ort_session(export_dir / "scorer.onnx")
+    eps = np.zeros((2, LATENT), np.float32)
+    expected = scorer.run(None, {"image": x, "eps": eps, "label": np.array([1, 3], np.int32)})[0]
+    status, out = server.json("POST", "/v1/score", {"images": x.tolist(), "class_ids": [1, 3]})
+    assert status == 200, out
+    np.testing.assert_allclose(out["scores"], expected, rtol=1e-5)
+    pixels = np.round(x[0, ..., 0] * 255).astype(np.uint8)
+    grey = (pixels / 255.0).astype(np.float32)[None, ..., None]
+    one = scorer.run(None, {"image": grey, "eps": eps[:1], "label": np.array([3], np.int32)})[0]
+    status, _, raw = server.call("POST", "/v1/score?class_ids=3", _png(pixels),
+                                 {"Content-Type": "image/png"})
+    assert status == 200, raw
+    np.testing.assert_allclose(json.loads(raw)["scores"], one, rtol=1e-5)
+    body, ctype = _multipart([("image", "a.png", _png(pixels))], fields={"class_ids": "3"})
+    status, _, raw = server.call("POST", "/v1/score", body, {"Content-Type": ctype})
+    assert status == 200, raw
+    np.testing.assert_allclose(json.loads(raw)["scores"], one, rtol=1e-5)
+    status, out = server.json("POST", "/v1/score", {"images": x.tolist(), "class_ids": [1, 9]})
+    assert status == 400 and "[0, 4)" in out["error"], out
 
 
 # ------------------------------------------------------------ bad requests
@@ -446,6 +486,38 @@ def test_score_refuses_pngs_that_do_not_fit(server, calibrated):
     _assert_good_decode(server, calibrated)
 
 
+def test_score_refuses_hostile_pngs_with_one_line_json(server, calibrated):
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(
+            ">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    def png(header, rows=(b"\0" + b"\x80" * 8) * 8):
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+    good = _png(np.full((8, 8), 128, np.uint8))
+    hostile = {
+        "bit depth 3": png(struct.pack(">IIBBBBB", 8, 8, 3, 0, 0, 0, 0)),
+        "0-byte IHDR": png(b""),
+        "6-byte IHDR": png(b"\0" * 6),
+        "no IEND": good[:-12],
+        "cut in the image data": good[:-20],
+        "image data too short": png(struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0), b"\0" * 20),
+        "a bomb's header": png(struct.pack(">IIBBBBB", 60_000, 60_000, 8, 0, 0, 0, 0)),
+    }
+    for what, data in hostile.items():
+        body, ctype = _multipart([("image", "h.png", data)])
+        for payload, headers in ((data, {"Content-Type": "image/png"}),
+                                 (body, {"Content-Type": ctype})):
+            status, headers, raw = server.call("POST", "/v1/score", payload, headers)
+            assert status == 400 and headers["content-type"] == "application/json", (what, raw)
+            error = json.loads(raw)["error"]
+            assert "\n" not in error and "Traceback" not in error, (what, error)
+            assert "PNG" in error and "scores" not in json.loads(raw), (what, error)
+    assert server.proc.poll() is None
+    _assert_good_decode(server, calibrated)
+
+
 def _palette_png():
     image = Image.fromarray(np.zeros((8, 8), np.uint8), "L").convert("P")
     buf = io.BytesIO()
@@ -480,10 +552,9 @@ def test_score_without_threshold(start_server, tiny):
 # --------------------------------------------------------------- pictures
 
 
-def test_sample_png_pixels_equal_direct_decoding(server, tiny, calibrated, serve_lib):
+def test_sample_png_pixels_equal_direct_decoding(server, tiny, calibrated, recipes):
     model, _ = tiny
-    edge_io = serve_lib.edge_io
-    _grid = edge_io.grid
+    _grid = recipes.grid
     decoder = ort_session(calibrated / "decoder.onnx")
     status, headers, raw = server.call("GET", "/v1/sample.png?n=7&seed=3")
     assert status == 200 and headers["content-type"] == "image/png"
@@ -495,14 +566,14 @@ def test_sample_png_pixels_equal_direct_decoding(server, tiny, calibrated, serve
     # Interpolation: one row of `steps` images between the first draws of two seeds.
     status, _, raw = server.call("GET", "/v1/interpolate.png?seed_a=4&seed_b=9&steps=5")
     assert status == 200
-    z = edge_io.interpolate(4, 9, 5, LATENT)
+    z = recipes.interpolate(4, 9, 5, LATENT)
     np.testing.assert_array_equal(z[0], _z(1, 4)[0])
     np.testing.assert_array_equal(_read_png(raw), _grid(decoder.run(None, {"z": z})[0], 5))
     status, _, raw = server.call("GET", "/v1/sample.png?n=4&seed=3&scale=3")
     assert status == 200 and _read_png(raw).shape == (17 * 3, 17 * 3)
 
 
-def test_pictures_draw_from_the_exported_prior(start_server, export_pkg, tmp_path, serve_lib):
+def test_pictures_draw_from_the_exported_prior(start_server, export_pkg, tmp_path, recipes):
     import keras_vae
 
     model = keras_vae.VAE(image_shape=IMAGE_SHAPE, latent_dim=LATENT, arch="mlp", seed=0,
@@ -512,20 +583,20 @@ def test_pictures_draw_from_the_exported_prior(start_server, export_pkg, tmp_pat
     export_pkg.export(model, out, formats="onnx", graphs=("decoder",))
     table = json.loads((out / "manifest.json").read_text())["prior"]
     assert table["type"] == "mixture"
-    edge_io, server = serve_lib.edge_io, start_server(out)
+    server = start_server(out)
     decoder = ort_session(out / "decoder.onnx")
-    z = edge_io.sample_prior(table, 6, LATENT, 5)
+    z = recipes.sample_prior(table, 6, LATENT, 5)
     assert not np.allclose(z, _z(6, 5))  # not the N(0, I) draws of the same seed
     status, _, raw = server.call("GET", "/v1/sample.png?n=6&seed=5")
     assert status == 200
-    np.testing.assert_array_equal(_read_png(raw), edge_io.grid(decoder.run(None, {"z": z})[0]))
+    np.testing.assert_array_equal(_read_png(raw), recipes.grid(decoder.run(None, {"z": z})[0]))
     keras_images = np.asarray(model.sample(6, seed=5))  # the library's own draws
-    assert np.abs(_read_png(raw).astype(int) - edge_io.grid(keras_images).astype(int)).max() <= 1
+    assert np.abs(_read_png(raw).astype(int) - recipes.grid(keras_images).astype(int)).max() <= 1
     status, _, raw = server.call("GET", "/v1/interpolate.png?seed_a=1&seed_b=2&steps=4")
-    path = edge_io.interpolate(1, 2, 4, LATENT, table)
+    path = recipes.interpolate(1, 2, 4, LATENT, table)
     assert status == 200
     np.testing.assert_array_equal(_read_png(raw),
-                                  edge_io.grid(decoder.run(None, {"z": path})[0], 4))
+                                  recipes.grid(decoder.run(None, {"z": path})[0], 4))
     status, _, raw = server.call("GET", f"/v1/sample.png?seed={2**32}")
     assert status == 400 and "seed" in json.loads(raw)["error"]  # the samplers' seed range
 
@@ -801,6 +872,27 @@ def test_page_and_onnxruntime_web_lookup(device, tiny, tmp_path, start_server):
 # ------------------------------------------------------------- start-up
 
 
+def test_the_export_folder_serves_itself(tiny, tmp_path, device_env, serve_process, export_pkg):
+    """`python serve.py .` inside a copied export: the bundle carries every server module."""
+    _, export_dir = tiny
+    bundle = tmp_path / "bundle"
+    shutil.copytree(export_dir, bundle)
+    for name in export_pkg.DEVICE_FILES:
+        assert (bundle / name).is_file(), name
+    env = {**device_env, "HOME": str(tmp_path)}
+    server = serve_process(bundle / "serve.py", ".", (), env, log_dir=bundle)
+    try:
+        assert server.stats()["tensorflow_imported"] is False
+        x = _images(2)
+        status, out = server.json("POST", "/v1/score", {"images": x.tolist()})
+        assert status == 200, out
+        np.testing.assert_allclose(out["scores"], _scores(export_dir, x), rtol=1e-5)
+        status, _, raw = server.call("GET", "/")
+        assert status == 200 and b"<html" in raw.lower()  # the bundle's page
+    finally:
+        assert server.stop() == 0, server.output()
+
+
 def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, tmp_path):
     _, export_dir = tiny
     broken = tmp_path / "broken"
@@ -825,71 +917,3 @@ def test_start_up_refuses_changed_files_and_bad_flags(device, device_env, tiny, 
         assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     taken.close()
-
-
-# --------------------------------------------------------------- PNG codec
-
-
-def test_png_decoder_matches_pillow(serve_lib):
-    rng = np.random.default_rng(0)
-    for shape in [(8, 8), (28, 28), (5, 13)]:
-        smooth = np.add.outer(np.arange(shape[0]), np.arange(shape[1])) * 7 % 256
-        for pixels in (rng.integers(0, 256, shape, dtype=np.uint8),
-                       smooth.astype(np.uint8), np.zeros(shape, np.uint8)):
-            got = serve_lib.decode_png(_png(pixels), (*shape, 1))
-            np.testing.assert_array_equal(got[..., 0], pixels / np.float32(255))
-        deep = rng.integers(0, 65536, shape, dtype=np.uint16)
-        got = serve_lib.decode_png(_png(deep), (*shape, 1))
-        np.testing.assert_array_equal(got[..., 0], deep / np.float32(65535))
-        rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-        np.testing.assert_array_equal(serve_lib.decode_png(_png(rgb), (*shape, 3)),
-                                      rgb / np.float32(255))
-        bits = rng.integers(0, 2, shape).astype(bool)
-        got = serve_lib.decode_png(_png(bits), (*shape, 1))
-        np.testing.assert_array_equal(got[..., 0], bits.astype(np.float32))
-    # Every PNG row filter (None, Sub, Up, Average, Paeth), each against numpy.
-    for kind in range(5):
-        pixels = rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)
-        data = _png_with_filter(pixels, kind)
-        np.testing.assert_array_equal(serve_lib.decode_png(data, (6, 9, 3)),
-                                      pixels / np.float32(255))
-        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
-
-
-def test_png_encoder_round_trips_through_pillow(serve_lib):
-    rng = np.random.default_rng(1)
-    for pixels in (rng.integers(0, 256, (17, 23), dtype=np.uint8),
-                   rng.integers(0, 256, (9, 4, 3), dtype=np.uint8)):
-        np.testing.assert_array_equal(_read_png(serve_lib.encode_png(pixels)), pixels)
-
-
-def _png_with_filter(pixels, kind):
-    """An RGB PNG whose rows all use filter `kind`, filtered here by the PNG spec's formulas."""
-    h, w, c = pixels.shape
-    rows = pixels.reshape(h, w * c).astype(np.int64)
-    out = []
-    prev = np.zeros(w * c, np.int64)
-    for row in rows:
-        left = np.concatenate([np.zeros(c, np.int64), row[:-c]])
-        upleft = np.concatenate([np.zeros(c, np.int64), prev[:-c]])
-        if kind == 0:
-            pred = np.zeros_like(row)
-        elif kind == 1:
-            pred = left
-        elif kind == 2:
-            pred = prev
-        elif kind == 3:
-            pred = (left + prev) // 2
-        else:
-            p = left + prev - upleft
-            pa, pb, pc = np.abs(p - left), np.abs(p - prev), np.abs(p - upleft)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
-        out.append(bytes([kind]) + ((row - pred) % 256).astype(np.uint8).tobytes())
-        prev = row
-
-    def chunk(tag, body):
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(
-            ">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"".join(out))) + chunk(b"IEND", b""))

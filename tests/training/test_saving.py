@@ -430,7 +430,7 @@ def test_sampler_given_a_truncated_model_exits_cleanly(tmp_path):
     keras_vae.export.export(model, out, formats=("onnx",), graphs=("decoder",))
     onnx_file = out / "decoder.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
-    for name in ("sample_onnx.py", "edge_io.py"):
+    for name in ("sample_onnx.py", "sampler.py", "reader.py", "images.py", "recipes.py"):
         shutil.copy(ROOT / "export" / name, tmp_path / name)
     proc = subprocess.run([sys.executable, "sample_onnx.py", str(out), "--n", "2",
                            "--out", "grid.png"], cwd=tmp_path, capture_output=True, text=True,

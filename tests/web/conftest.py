@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPORT_DIR = ROOT / "export"  # the device-side folder: edge_io.py, (serve.py,) web/
+EXPORT_DIR = ROOT / "export"  # the device-side folder: recipes.py, (serve.py,) web/
 WEB_DIR = EXPORT_DIR / "web"
 ORT_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 CHROMIUM = Path(os.environ.get("KERAS_VAE_CHROMIUM", "/usr/bin/chromium"))
@@ -33,9 +33,9 @@ def web_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def edge_io():
-    """export/edge_io.py loaded from its file (numpy only; no TensorFlow import)."""
-    spec = importlib.util.spec_from_file_location("_web_test_edge_io", EXPORT_DIR / "edge_io.py")
+def recipes():
+    """export/recipes.py loaded from its file (numpy only; no TensorFlow import)."""
+    spec = importlib.util.spec_from_file_location("_web_test_recipes", EXPORT_DIR / "recipes.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -61,7 +61,7 @@ def test_seed_sequence_and_pcg64_state(web_dir):
         assert (int(out["state"]), int(out["inc"])) == (state["state"], state["inc"]), seed
 
 
-def test_prior_z_equals_numpy_bit_for_bit(web_dir, edge_io):
+def test_prior_z_equals_numpy_bit_for_bit(web_dir, recipes):
     cases = [(s, 5, 3) for s in SEEDS] + [(7, 1, 1), (3, 0, 4), (11, 9, 7)]  # odd counts too
     jobs = [{"kind": "prior", "seed": _int(s), "n": n, "d": d} for s, n, d in cases]
     # The seed as a JS Number and as a decimal string reach the same generator.
@@ -69,7 +69,7 @@ def test_prior_z_equals_numpy_bit_for_bit(web_dir, edge_io):
              {"kind": "prior", "seed": {"string": str(2**63 - 1)}, "n": 4, "d": 8}]
     cases += [(42, 4, 8), (2**63 - 1, 4, 8)]
     for (seed, n, d), out in zip(cases, run_node(web_dir, jobs)):
-        ref = edge_io.prior_z(n, d, seed)
+        ref = recipes.prior_z(n, d, seed)
         assert ref.dtype == np.float32
         assert_same_bits(_array(out["z"], np.float32), ref, f"prior_z({n}, {d}, {seed})")
 
@@ -141,12 +141,12 @@ def test_mixture_prior(web_dir):
     np.testing.assert_allclose(js_z.reshape(n, d)[comps == 1].mean(0), means[1], atol=0.3)
 
 
-def test_interpolate_matches_edge_io(web_dir, edge_io):
+def test_interpolate_matches_the_recipe(web_dir, recipes):
     cases = [(0, 1, 8, 3), (5, 5, 4, 8), (3, 2**63 - 1, 2, 16), (42, 7, 11, 2)]
     jobs = [{"kind": "interpolate", "a": _int(a), "b": _int(b), "steps": s, "d": d}
             for a, b, s, d in cases]
     for (a, b, steps, d), text in zip(cases, run_node(web_dir, jobs)):
-        ref = edge_io.interpolate(a, b, steps, d)
+        ref = recipes.interpolate(a, b, steps, d)
         js = _array(text, np.float32).reshape(steps, d)
         # Endpoints exactly; between them float64 maths with another libm's sin/acos
         # and dot product order, rounded to float32.

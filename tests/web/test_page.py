@@ -94,15 +94,15 @@ def test_browser_decodes_like_onnxruntime(page, tiny_export):
         assert ref.std() > 1e-3  # the images differ from each other: a real decode
 
 
-def test_browser_prior_z_equals_numpy(page, edge_io):
+def test_browser_prior_z_equals_numpy(page, recipes):
     for seed in ("0", "42", "2147483648", "9223372036854775807"):
         js = np.asarray(page.evaluate("(s) => Array.from(window.kerasVae.priorZ(5, s))", seed),
                         np.float32)
-        ref = edge_io.prior_z(5, 3, int(seed))
+        ref = recipes.prior_z(5, 3, int(seed))
         np.testing.assert_array_equal(js.view(np.uint32), ref.ravel().view(np.uint32))
 
 
-def test_sampled_grid_equals_onnxruntime_of_numpy_z(page, tiny_export, edge_io):
+def test_sampled_grid_equals_onnxruntime_of_numpy_z(page, tiny_export, recipes):
     page.fill("#seed", "7")
     page.select_option("#count", "16")
     settle(page)
@@ -111,19 +111,19 @@ def test_sampled_grid_equals_onnxruntime_of_numpy_z(page, tiny_export, edge_io):
     grid = page.evaluate("() => { const g = window.kerasVae.last.grid; "
                          "return {seed: g.seed, n: g.n, z: Array.from(g.z), images: Array.from(g.images)}; }")
     assert (grid["seed"], grid["n"]) == ("7", 16)
-    z = edge_io.prior_z(16, 3, 7)
+    z = recipes.prior_z(16, 3, 7)
     np.testing.assert_array_equal(np.asarray(grid["z"], np.float32), z.ravel())
     ref = onnx_decode(tiny_export, z)
     np.testing.assert_allclose(np.reshape(grid["images"], ref.shape), ref, rtol=0, atol=1e-5)
-    # The canvas shows edge_io.grid's picture (rounding may differ by one level).
+    # The canvas shows recipes.grid's picture (rounding may differ by one level).
     shown = canvas_rgba(page, "grid")
-    expected = edge_io.grid(ref)
+    expected = recipes.grid(ref)
     assert shown.shape[:2] == expected.shape
     assert np.abs(shown[..., 0].astype(int) - expected).max() <= 1
     assert np.all(shown[..., 3] == 255)
 
 
-def test_interpolation_strip(page, tiny_export, edge_io):
+def test_interpolation_strip(page, tiny_export, recipes):
     page.fill("#seed-a", "3")
     page.fill("#seed-b", "11")
     page.fill("#steps", "6")
@@ -131,7 +131,7 @@ def test_interpolation_strip(page, tiny_export, edge_io):
     settle(page)
     strip = page.evaluate("() => { const s = window.kerasVae.last.strip; "
                           "return {z: Array.from(s.z), images: Array.from(s.images)}; }")
-    ref_z = edge_io.interpolate(3, 11, 6, 3)
+    ref_z = recipes.interpolate(3, 11, 6, 3)
     z = np.asarray(strip["z"], np.float32).reshape(6, 3)
     np.testing.assert_array_equal(z[[0, -1]], ref_z[[0, -1]])  # exact endpoints
     np.testing.assert_allclose(z, ref_z, rtol=2e-7, atol=1e-7)
@@ -140,12 +140,12 @@ def test_interpolation_strip(page, tiny_export, edge_io):
     assert canvas_rgba(page, "strip").shape[:2] == (8, 6 * 9 - 1)
 
 
-def test_sliders_decode_live(page, tiny_export, edge_io):
+def test_sliders_decode_live(page, tiny_export, recipes):
     page.fill("#slider-seed", "5")
     page.click("#slider-from-seed")
     settle(page)
     z = np.asarray(page.evaluate("() => Array.from(window.kerasVae.last.slider.z)"), np.float32)
-    np.testing.assert_array_equal(z, edge_io.prior_z(1, 3, 5)[0])
+    np.testing.assert_array_equal(z, recipes.prior_z(1, 3, 5)[0])
     # Drag dimension 1 to 2.5 (an input event, as a user's drag sends).
     page.evaluate("""() => {
         const s = document.querySelector('#sliders input[data-dim="1"]');
@@ -155,7 +155,7 @@ def test_sliders_decode_live(page, tiny_export, edge_io):
     settle(page)
     slider = page.evaluate("() => { const s = window.kerasVae.last.slider; "
                            "return {z: Array.from(s.z), images: Array.from(s.images)}; }")
-    expected_z = edge_io.prior_z(1, 3, 5)
+    expected_z = recipes.prior_z(1, 3, 5)
     expected_z[0, 1] = 2.5
     np.testing.assert_array_equal(np.asarray(slider["z"], np.float32), expected_z[0])
     ref = onnx_decode(tiny_export, expected_z)
@@ -263,7 +263,7 @@ def test_screenshot(page, tmp_path):
 
 
 def test_mixture_prior_draws_like_the_manifest(browser, serve_page, tiny_mixture_export,
-                                               edge_io):
+                                               recipes):
     manifest = json.loads((tiny_mixture_export / "manifest.json").read_text())
     assert manifest["prior"]["type"] == "mixture"
     with serve_page(tiny_mixture_export) as server:
@@ -273,7 +273,7 @@ def test_mixture_prior_draws_like_the_manifest(browser, serve_page, tiny_mixture
                 js = np.asarray(page.evaluate(
                     "(s) => Array.from(window.kerasVae.priorZ(200, s))", seed),
                     np.float32).reshape(200, 3)
-                want = edge_io.sample_prior(manifest["prior"], 200, 3, seed)
+                want = recipes.sample_prior(manifest["prior"], 200, 3, seed)
                 # numpy's float32 arithmetic against JavaScript's float64 one, rounded once
                 np.testing.assert_allclose(js, want, rtol=2e-7, atol=1e-6)
                 assert np.abs(want - np.asarray(manifest["prior"]["means"])[:, None]).min() < 3
@@ -284,14 +284,14 @@ def test_mixture_prior_draws_like_the_manifest(browser, serve_page, tiny_mixture
             images = np.asarray(page.evaluate(
                 "() => Array.from(window.kerasVae.last.grid.images)"), np.float32)
             ref = onnx_decode(tiny_mixture_export,
-                              edge_io.sample_prior(manifest["prior"], 16, 3, 5), None)
+                              recipes.sample_prior(manifest["prior"], 16, 3, 5), None)
             np.testing.assert_allclose(images.reshape(ref.shape), ref, atol=1e-5)
         finally:
             page.close()
 
 
 def test_conditional_export_has_a_class_picker(browser, serve_page, tiny_conditional_export,
-                                               edge_io):
+                                               recipes):
     with serve_page(tiny_conditional_export) as server:
         page = open_page(browser, server)
         try:
@@ -307,14 +307,14 @@ def test_conditional_export_has_a_class_picker(browser, serve_page, tiny_conditi
                                  "Array.from(g.labels), images: Array.from(g.images)}; }")
             labels = np.arange(16) % 3
             np.testing.assert_array_equal(grid["labels"], labels)
-            ref = onnx_decode(tiny_conditional_export, edge_io.prior_z(16, 3, 2), labels)
+            ref = onnx_decode(tiny_conditional_export, recipes.prior_z(16, 3, 2), labels)
             np.testing.assert_allclose(np.reshape(grid["images"], ref.shape), ref, atol=1e-5)
             # One class for all, and the class changes the picture.
             page.select_option("#grid-class", "2")
             settle(page)
             star = np.reshape(page.evaluate("() => Array.from(window.kerasVae.last.grid.images)"),
                               ref.shape)
-            ref_star = onnx_decode(tiny_conditional_export, edge_io.prior_z(16, 3, 2),
+            ref_star = onnx_decode(tiny_conditional_export, recipes.prior_z(16, 3, 2),
                                    np.full(16, 2))
             np.testing.assert_allclose(star, ref_star, atol=1e-5)
             assert np.abs(ref_star - ref).max() > 1e-3
@@ -334,7 +334,7 @@ def test_conditional_export_has_a_class_picker(browser, serve_page, tiny_conditi
             page.close()
 
 
-def test_rgb_non_square_export(browser, serve_page, tiny_rgb_export, edge_io, tmp_path):
+def test_rgb_non_square_export(browser, serve_page, tiny_rgb_export, recipes, tmp_path):
     from PIL import Image
 
     with serve_page(tiny_rgb_export) as server:
@@ -346,10 +346,10 @@ def test_rgb_non_square_export(browser, serve_page, tiny_rgb_export, edge_io, tm
             settle(page)
             images = np.reshape(page.evaluate("() => Array.from(window.kerasVae.last.grid.images)"),
                                 (16, 6, 10, 3))
-            ref = onnx_decode(tiny_rgb_export, edge_io.prior_z(16, 2, 4))
+            ref = onnx_decode(tiny_rgb_export, recipes.prior_z(16, 2, 4))
             np.testing.assert_allclose(images, ref, atol=1e-5)
             shown = canvas_rgba(page, "grid")[..., :3].astype(int)
-            assert np.abs(shown - edge_io.grid(ref)).max() <= 1  # colour channels in place
+            assert np.abs(shown - recipes.grid(ref)).max() <= 1  # colour channels in place
             # A 10x6 RGB PNG goes to the scorer as its own pixels.
             pixels = np.random.default_rng(2).integers(0, 256, (6, 10, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "rgb.png")

@@ -23,9 +23,12 @@ import pytest
 
 import keras_vae
 import keras_vae.export
-from keras_vae.export import edge_io, sample_onnx
+from keras_vae import recipes
+from keras_vae.export import reader, sample_onnx
 
-EXPORT_SRC = Path(edge_io.__file__).parent
+EXPORT_SRC = Path(reader.__file__).parent
+# What a device needs beside the export's files to run sample_onnx.py.
+SAMPLER_FILES = ("sample_onnx.py", "sampler.py", "reader.py", "images.py", "recipes.py")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +133,7 @@ def test_fifo_does_not_hang(folder, which, tmp_path):
     """A FIFO in place of a file: refused at once, in a process that would otherwise block."""
     device = tmp_path / "device"
     device.mkdir()
-    for name in ("sample_onnx.py", "edge_io.py"):
+    for name in SAMPLER_FILES:
         shutil.copy(EXPORT_SRC / name, device / name)
     (folder / which).unlink()
     os.mkfifo(folder / which)
@@ -156,13 +159,13 @@ def test_reads_are_bounded(folder, capsys, monkeypatch):
     refused(folder, capsys, "larger than the 2048 MiB")
     # A file over the cap, whatever the manifest says.
     rewrite(folder, lambda m: decoder_entry(m).update(size_bytes=size))
-    monkeypatch.setattr(edge_io, "MAX_FILE_BYTES", size - 1)
+    monkeypatch.setattr(reader, "MAX_FILE_BYTES", size - 1)
     refused(folder, capsys, "larger than")
 
 
 def test_oversized_manifest_is_refused(folder, capsys):
     manifest = manifest_of(folder)
-    manifest["padding"] = "x" * (edge_io.MAX_MANIFEST_BYTES + 1)
+    manifest["padding"] = "x" * (reader.MAX_MANIFEST_BYTES + 1)
     (folder / "manifest.json").write_text(json.dumps(manifest))
     refused(folder, capsys, "larger than")
 
@@ -189,22 +192,22 @@ def test_onnx_external_data_is_refused(folder, capsys):
     assert (folder / "weights.bin").exists()
     path = folder / "decoder.onnx"
     rewrite(folder, lambda m: decoder_entry(m).update(
-        size_bytes=path.stat().st_size, sha256=edge_io.sha256_of(path)))
+        size_bytes=path.stat().st_size, sha256=recipes.sha256_of(path)))
     refused(folder, capsys, "external data")
 
 
 def test_onnx_external_data_check_on_real_files(export_dir):
     content = (export_dir / "decoder.onnx").read_bytes()
-    assert edge_io.onnx_uses_external_data(content) is False
-    with pytest.raises(edge_io.EdgeError, match="well-formed"):
-        edge_io.onnx_uses_external_data(content[: len(content) // 2])
+    assert reader.onnx_uses_external_data(content) is False
+    with pytest.raises(reader.EdgeError, match="well-formed"):
+        reader.onnx_uses_external_data(content[: len(content) // 2])
     # A tensor in a node attribute (a Constant) with data_location=EXTERNAL is found too.
     tensor = onnx.helper.make_tensor("c", onnx.TensorProto.FLOAT, [1], [1.0])
     tensor.data_location = onnx.TensorProto.EXTERNAL
     node = onnx.helper.make_node("Constant", [], ["y"], value=tensor)
     graph = onnx.helper.make_graph(
         [node], "g", [], [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
-    assert edge_io.onnx_uses_external_data(onnx.helper.make_model(graph).SerializeToString())
+    assert reader.onnx_uses_external_data(onnx.helper.make_model(graph).SerializeToString())
 
 
 def _deep(n):
@@ -264,13 +267,13 @@ def test_savedmodel_folder_is_checked_without_following_links(tmp_path):
     (folder / "model_savedmodel" / "variables").mkdir(parents=True)
     (folder / "model_savedmodel" / "saved_model.pb").write_bytes(b"graph")
     (folder / "model_savedmodel" / "variables" / "v.data").write_bytes(b"weights" * 10)
-    entry = {"path": "model_savedmodel", "size_bytes": edge_io.size_of(
-        folder / "model_savedmodel"), "sha256": edge_io.sha256_of(folder / "model_savedmodel")}
-    assert edge_io.verify_file(folder, entry) == (folder / "model_savedmodel").resolve()
+    entry = {"path": "model_savedmodel", "size_bytes": recipes.size_of(
+        folder / "model_savedmodel"), "sha256": recipes.sha256_of(folder / "model_savedmodel")}
+    assert reader.verify_file(folder, entry) == (folder / "model_savedmodel").resolve()
     (tmp_path / "elsewhere").write_bytes(b"secret")
     (folder / "model_savedmodel" / "variables" / "link").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(edge_io.EdgeError, match="link or special file"):
-        edge_io.verify_file(folder, entry)
+    with pytest.raises(reader.EdgeError, match="link or special file"):
+        reader.verify_file(folder, entry)
 
 
 def test_samplers_opt_out_of_onnxruntime_telemetry(tmp_path):
@@ -287,7 +290,17 @@ def test_samplers_opt_out_of_onnxruntime_telemetry(tmp_path):
 
 def test_prior_draws_unchanged(folder):
     """The checks change nothing about what a good folder gives."""
-    manifest = edge_io.read_manifest(folder)
+    manifest = reader.read_manifest(folder)
     np.testing.assert_array_equal(
-        edge_io.sample_prior(manifest["prior"], 4, 3, 0),
+        recipes.sample_prior(manifest["prior"], 4, 3, 0),
         np.random.default_rng(0).standard_normal((4, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("prior, message", [
+    ({"type": "mixture", "weights": [1.0]}, "mixture prior"),
+    ({"type": "vamp"}, "Unknown prior 'vamp'"),
+])
+def test_a_prior_table_the_recipes_refuse_is_a_one_line_error(folder, capsys, prior, message):
+    """`recipes.sample_prior` raises a plain ValueError; the sampler reports it like the rest."""
+    rewrite(folder, lambda m: m.update(prior=prior))
+    refused(folder, capsys, message)
