@@ -15,7 +15,11 @@ and are called five ways:
 - `ours-no-coalescing`: a server with `--max-batch 1` (one onnxruntime call
   per request) and the same workers as `ours`, called with JSON;
 - `flask-predict`: `flask_predict.py`, a Flask app calling Keras
-  `model.predict` per request (the plain way, on Flask's threaded server).
+  `model.predict` per request (the plain way, on Flask's threaded server);
+- `ours-uvicorn-workers` (only when named in `--systems`): the same app as
+  `ours` under uvicorn's own `--workers` (the processes accept from one shared
+  socket; `serving_balance.export_app`), called with JSON: the comparison
+  behind serve.py's own process model (docs/serving.md, "Workers").
 
 N clients (asyncio, one keep-alive connection each, in this process) send
 batch-1 requests back to back for `--seconds`: a decode (one latent code ->
@@ -39,6 +43,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import socket
 import statistics
@@ -52,13 +57,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import machine, serving_balance  # noqa: E402
 
 machine.quiet_tensorflow()
 
 ROOT = machine.ROOT
 SERVE = ROOT / "export" / "serve.py"
 FLASK = ROOT / "benchmarks" / "flask_predict.py"
+BALANCE = ROOT / "benchmarks" / "serving_balance.py"
 
 # The issue's targets at 16 concurrent clients on 2 cores.
 TARGET_CLIENTS = 16
@@ -152,7 +158,10 @@ SYSTEMS = {
     "ours-one-worker": ("ours-one-worker", "json"),
     "ours-no-coalescing": ("ours-no-coalescing", "json"),
     "flask-predict": ("flask-predict", "json"),
+    "ours-uvicorn-workers": ("ours-uvicorn-workers", "json"),
 }
+DEFAULT_SYSTEMS = ["ours", "ours-binary", "ours-one-worker", "ours-no-coalescing",
+                   "flask-predict"]
 
 
 def build_requests(system: str, task: str, codes, images) -> list[bytes]:
@@ -326,7 +335,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=None,
                         help="ours: onnxruntime intra-op threads per model (default: the "
                              "server's)")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", default=DEFAULT_SYSTEMS, choices=list(SYSTEMS))
     parser.add_argument("--tasks", nargs="+", default=["decode", "score"],
                         choices=["decode", "score"])
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (tests)")
@@ -370,12 +379,15 @@ def main(argv=None) -> dict:
                 "ours-no-coalescing": [sys.executable, str(SERVE), str(export_dir),
                                        "--max-batch", "1", *flags, *workers],
                 "flask-predict": [sys.executable, str(FLASK), str(model_path)],
+                "ours-uvicorn-workers": serving_balance.uvicorn_workers(args.workers),
             }
+            envs = {"ours-uvicorn-workers": {serving_balance.SERVE_ARGS: shlex.join(
+                [str(export_dir), *ours_flags, *workers])}}
             for server in dict.fromkeys(SYSTEMS[s][0] for s in args.systems):
                 port = free_port()
                 ready = "/health" if server == "flask-predict" else "/v2/health/ready"
                 servers[server] = Process(server, [*commands[server], "--port", str(port)],
-                                          tmp, port, ready, env=quiet)
+                                          tmp, port, ready, env={**quiet, **envs.get(server, {})})
             requests, reference = {}, {}
             for system in args.systems:
                 port = servers[SYSTEMS[system][0]].port
@@ -408,7 +420,8 @@ def main(argv=None) -> dict:
                     if row["clients"] == clients:
                         print(f"  {row['system']:20s} {row['task']:7s} {row['requests_per_s']:9.1f}"
                               f" req/s  p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms"
-                              f"  failures {row['failures']}", flush=True)
+                              f"  failures {row['failures']}"
+                              f"{_shares(row)}", flush=True)
         finally:
             for proc in servers.values():
                 proc.stop()
@@ -448,7 +461,14 @@ def _measure(proc: Process, system: str, task: str, requests: list, clients: int
     if before_stats and after_stats:
         seg["onnx_calls"] = after_stats["runs"] - before_stats["runs"]
         seg["served_requests"] = after_stats["requests"] - before_stats["requests"]
+        seg["worker_requests"] = [n - before_stats["by_worker"].get(pid, 0)
+                                  for pid, n in after_stats["by_worker"].items()]
     return seg
+
+
+def _shares(row: dict) -> str:
+    shares = row.get("largest_worker_share_rounds")
+    return "" if not shares else f"  busiest worker {' '.join(f'{x:.2f}' for x in shares)}"
 
 
 def _stats(proc: Process, system: str, task: str) -> dict | None:
@@ -457,14 +477,21 @@ def _stats(proc: Process, system: str, task: str) -> dict | None:
         return None
     model = "decoder" if task == "decode" else "scorer"
     first = get_json(proc.port, "/v1/stats")
+    count = first["worker"]["workers"]
     seen = {first["worker"]["pid"]: first}
-    for _ in range(first["worker"]["workers"] - 1):  # connections go to the workers in turn
+    # Each request a new connection: serve.py's go to the workers in turn, a shared
+    # socket's to whichever worker accepts first.
+    for _ in range(20 * count):
+        if len(seen) == count:
+            break
         stats = get_json(proc.port, "/v1/stats")
         seen[stats["worker"]["pid"]] = stats
-    if len(seen) != first["worker"]["workers"]:
+    if len(seen) != count:
         return None
-    return {key: sum(s["models"][model][key] for s in seen.values())
-            for key in ("runs", "requests")}
+    totals = {key: sum(s["models"][model][key] for s in seen.values())
+              for key in ("runs", "requests")}
+    return {**totals, "by_worker": {pid: s["models"][model]["requests"]
+                                    for pid, s in seen.items()}}
 
 
 def _row(system: str, task: str, clients: int, parts: list) -> dict:
@@ -491,6 +518,9 @@ def _row(system: str, task: str, clients: int, parts: list) -> dict:
         calls = sum(p["onnx_calls"] for p in parts)
         row["onnx_calls"] = calls
         row["requests_per_onnx_call"] = sum(p["served_requests"] for p in parts) / max(calls, 1)
+        # How the clients' connections split: the busiest worker's share of each segment.
+        row["largest_worker_share_rounds"] = [
+            max(p["worker_requests"]) / max(sum(p["worker_requests"]), 1) for p in parts]
     return row
 
 

@@ -17,20 +17,16 @@ The result is stored in the export's manifest as
 Example:
 
 >>> anomaly = calibration.calibrate(vae, x_val, quantile=0.99, source="mnist val")
->>> calibration.write(anomaly, "runs/demo/export")
+>>> keras_vae.export.export(vae, "runs/demo/export", anomaly=anomaly)
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from keras_vae import data as data_lib
 from keras_vae.export import graphs as graphs_lib
-from keras_vae.export import manifest as manifest_lib
-from keras_vae.export.reader import read_manifest
 from keras_vae.models.family import CONTINUOUS, family_of
 from keras_vae.uses import anomaly as anomaly_lib
 
@@ -108,23 +104,19 @@ def calibrate(model, images, quantile: float = 0.99, labels=None, batch_size: in
             "calibration_source": str(source) if source else "in-memory images"}
 
 
-def write(anomaly: dict, export_dir) -> dict:
-    """Stores `anomaly` (from `calibrate`) as `manifest["anomaly"]` of an export directory.
-
-    The exported files and their checksums are untouched; only
-    `manifest.json` is rewritten (atomically).
-
-    Returns:
-        The updated manifest.
+def check(anomaly: dict) -> dict:
+    """Checks an `anomaly` entry (from `calibrate`) before an export stores it; returns a copy.
 
     Raises:
-        reader.EdgeError: no keras-vae manifest in `export_dir`.
-        ValueError: an `anomaly` entry without a finite threshold.
+        ValueError: not a dict, no finite threshold, or a quantile outside (0, 1].
     """
+    if not isinstance(anomaly, dict):
+        raise ValueError(f"anomaly must be the dict calibrate() returns, got {type(anomaly).__name__}")
     threshold = anomaly.get("threshold")
-    if not isinstance(threshold, (int, float)) or not np.isfinite(threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not np.isfinite(threshold):
         raise ValueError(f"anomaly entry has no finite threshold: {anomaly!r}")
-    manifest = read_manifest(export_dir)
-    manifest["anomaly"] = dict(anomaly)
-    manifest_lib.write(manifest, Path(export_dir))
-    return manifest
+    quantile = anomaly.get("quantile")
+    if quantile is not None and not (isinstance(quantile, (int, float)) and 0.0 < quantile <= 1.0):
+        raise ValueError(f"anomaly entry's quantile must be in (0, 1], got {quantile!r}")
+    return dict(anomaly)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from keras_vae import files, saving
+from keras_vae.export import calibration
 from keras_vae.export import graphs as graphs_lib
 from keras_vae.export import manifest as manifest_lib
 from keras_vae.export.litert_format import export_tflite
@@ -96,7 +97,7 @@ def _quantizations(quantize, formats) -> list[str]:
 def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=(), *,
            graphs=None, quantize_graphs=("decoder",),
            representative_z=None, representative_images=None, class_names=None,
-           seed: int = 0, overwrite: bool = False) -> dict:
+           seed: int = 0, overwrite: bool = False, anomaly: dict | None = None) -> dict:
     """Exports a VAE's graphs in several formats, each proven against Keras, with a manifest.
 
     Every graph is exported in float32 in every format; each quantization is
@@ -120,6 +121,9 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
         class_names: Class names of a conditional model, for the manifest.
         seed: Seed of the parity inputs and default calibration data.
         overwrite: Replace an existing `out_dir`.
+        anomaly: The scorer's anomaly threshold (`calibration.calibrate(...)`), stored
+            as `manifest["anomaly"]` before the directory appears; needs the
+            `scorer` graph among `graphs`.
 
     Returns:
         The manifest (also written to `out_dir/manifest.json`).
@@ -145,6 +149,11 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
     for name in [*graph_names, *_names(quantize_graphs)]:
         graphs_lib.get(model, name)
     modes = _quantizations(quantize, formats)
+    if anomaly is not None:
+        anomaly = calibration.check(anomaly)
+        if "scorer" not in graph_names:
+            raise ValueError(f"An anomaly threshold is a threshold on the scorer's scores; "
+                             f"export the 'scorer' graph too (graphs: {graph_names})")
     policy = graphs_lib.dtype_policy_of(model)
     model32 = graphs_lib.float32_model(model)
     options = {"representative_z": representative_z,
@@ -163,6 +172,8 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
                         quantize=None if precision == "fp32" else precision, **options))
         manifest = manifest_lib.build(model32, entries, dtype_policy=policy,
                                       class_names=class_names)
+        if anomaly is not None:
+            manifest["anomaly"] = anomaly
         manifest["bundle"] = write_bundle(tmp, manifest)
         manifest_lib.write(manifest, tmp)
     return manifest

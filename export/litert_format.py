@@ -1,4 +1,4 @@
-"""Export to TFLite (LiteRT) flatbuffers with builtin ops only, checked in `ai_edge_litert`."""
+"""Export to LiteRT (`.tflite` flatbuffers) with builtin ops only, checked in `ai_edge_litert`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ SIGNATURE = "serving_default"
 REPRESENTATIVE_SIZE = 128
 
 
-def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
+def export_litert(model: keras.Model, path, *, graph: str = "decoder",
                   quantize: str | None = None, representative_z=None,
                   representative_images=None, seed: int = 0) -> dict:
     """Exports one graph of a VAE to a `.tflite` file and proves it in LiteRT.
@@ -36,7 +36,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
         quantize: None (float32), `"fp16"` (float16 weights), `"int8_dynamic"`
             (int8 weights, dynamic-range activations) or `"int8_full"`
             (int8 weights and activations calibrated on a representative set).
-        representative_z: `(n, latent_dim)` codes calibrating the decoder for
+        representative_z: `(n, latent_dim)` latents calibrating the decoder for
             `int8_full`, e.g. encoded training images; default: 128 draws
             from the prior with `seed`.
         representative_images: Images calibrating the encoder/scorer for
@@ -52,7 +52,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
 
     Example:
 
-    >>> export_tflite(vae, "out/decoder.int8_full.tflite", quantize="int8_full",
+    >>> export_litert(vae, "out/decoder.int8_full.tflite", quantize="int8_full",
     ...               representative_z=vae.encode(train_images)[0])
     """
     import tensorflow as tf
@@ -60,7 +60,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
 
     precision = quantize or "fp32"
     if precision not in PRECISIONS:
-        raise ValueError(f"TFLite export supports quantize in {[None, *PRECISIONS[1:]]}, "
+        raise ValueError(f"LiteRT export supports quantize in {[None, *PRECISIONS[1:]]}, "
                          f"got {quantize!r}")
     traced = graphs.trace(model, graph, subpixel=True)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -109,7 +109,7 @@ def export_tflite(model: keras.Model, path, *, graph: str = "decoder",
 
         figures = parity.check(traced, run, precision, str(path), traced.peak, seed)
     return manifest.file_entry(
-        path, graph=graph, format="tflite", precision=precision,
+        path, graph=graph, format="litert", precision=precision,
         converter=f"tensorflow {tf.__version__} TFLiteConverter (TFLITE_BUILTINS"
                   f"{' + TFLITE_BUILTINS_INT8' if precision == 'int8_full' else ''})",
         runtime=f"ai-edge-litert {_litert_version()}", signature=SIGNATURE,

@@ -133,6 +133,14 @@ def check_manifest(manifest: dict) -> dict:
     need(prior is None or (isinstance(prior, dict) and isinstance(prior.get("type"), str)),
          "'prior'", "an object with a string 'type'")
     need(isinstance(manifest.get("graphs", {}), dict), "'graphs'", "an object")
+    family = manifest.get("family")
+    if family is not None:  # exports before the family entry have none
+        need(isinstance(family, dict) and _is_str(family.get("name"))
+             and family.get("latent_kind") in LATENT_KINDS, "'family'",
+             f"an object with a 'name' and a 'latent_kind' in {sorted(LATENT_KINDS)}")
+        need((family["latent_kind"] == "codes") == codes, "'family.latent_kind'",
+             "'codes' exactly when the prior is over code grids (the family and the prior "
+             "disagree)")
     for key in ("files", "bundle"):
         entries = manifest.get(key, [] if key == "bundle" else None)
         need(isinstance(entries, list) and len(entries) <= MAX_ENTRIES, f"{key!r}",
@@ -161,6 +169,10 @@ def check_manifest(manifest: dict) -> dict:
                          f"{where}.{field}[{j}]",
                          "an object with a 'name', a 'dtype' and a 'shape' (integers or null)")
     return manifest
+
+
+# The kinds of latents a model family has: z drawn from a prior table, or code grids.
+LATENT_KINDS = ("continuous", "codes")
 
 
 def is_code_model(manifest: dict) -> bool:

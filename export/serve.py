@@ -185,6 +185,17 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     return p
 
 
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The `Limits` of a parsed command line (`--threads` defaults to 1 with several workers)."""
+    threads = args.threads
+    if threads is None:
+        threads = Limits.threads if args.workers == 1 else 1
+    return Limits(max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
+                  max_queue=args.max_queue, max_examples=args.max_examples,
+                  max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s,
+                  threads=threads, parallel_runs=args.parallel_runs)
+
+
 def main(argv=None, prog: str = "serve.py") -> int:
     """Checks the export, then serves it until SIGINT/SIGTERM.
 
@@ -202,12 +213,7 @@ def main(argv=None, prog: str = "serve.py") -> int:
               file=sys.stderr)
         return 2
     worker = args.worker_fd is not None
-    if args.threads is None:
-        args.threads = Limits.threads if args.workers == 1 else 1
-    limits = Limits(max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-                    max_queue=args.max_queue, max_examples=args.max_examples,
-                    max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s,
-                    threads=args.threads, parallel_runs=args.parallel_runs)
+    limits = limits_of(args)
     try:
         if not 0 <= args.port <= 65535:
             raise EdgeError(f"--port must be in [0, 65535], got {args.port}")

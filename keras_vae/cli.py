@@ -1,4 +1,4 @@
-"""The `keras-vae` command line: train, train-prior, fit-prior, evaluate, score, sample, export.
+"""The `keras-vae` command line: train, evaluate, score, sample, fit-sampler, train-code-prior, export.
 
 Each command parses its arguments and calls library functions.
 """
@@ -48,6 +48,10 @@ class DeprecatedFlag(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"{parser.prog}: {option_string} is deprecated; use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+# Command names kept one release: old name -> the command it runs.
+DEPRECATED_COMMANDS = {"fit-prior": "fit-sampler", "train-prior": "train-code-prior"}
 
 
 def _percentile_as_quantile(text: str) -> float:
@@ -173,7 +177,7 @@ def _variant(args) -> tuple[dict, dict]:
     if n < 1:
         raise ValueError(f"Cannot count the examples of {args.dataset} {args.split} for "
                          "--tc-beta.")
-    dataset_size = max(n - int(round(n * args.validation_split)), 1)
+    dataset_size = max(n - int(round(n * args.validation_fraction)), 1)
     return {"model_class": TCVAE}, {"tc_beta": args.tc_beta, "dataset_size": dataset_size}
 
 
@@ -192,7 +196,7 @@ def cmd_train(args):
     model_config = {**_model_config(args), **variant_config}
     config = training.RunConfig(
         args.out, dataset=args.dataset, split=args.split, batch_size=args.batch_size,
-        validation_fraction=args.validation_split, binarize=_binarize_arg(args.binarize),
+        validation_fraction=args.validation_fraction, binarize=_binarize_arg(args.binarize),
         data_dir=args.data_dir, conditional=args.conditional,
         model=run_kwargs.get("model_class") or args.model, model_config=model_config,
         epochs=args.epochs, learning_rate=args.learning_rate, strategy=args.strategy,
@@ -342,7 +346,7 @@ def cmd_sample(args):
     print(f"Wrote {args.n} samples to {args.out}")
 
 
-def cmd_fit_prior(args):
+def cmd_fit_sampler(args):
     import numpy as np
 
     from keras_vae import data, saving
@@ -352,25 +356,25 @@ def cmd_fit_prior(args):
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it.")
     model = saving.load_model(args.model)
-    family_of(model).require(CONTINUOUS, "fit-prior", args.model)
+    family_of(model).require(CONTINUOUS, "fit-sampler", args.model)
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
                    binarize=_binarize_arg(args.binarize), shuffle=False, seed=args.seed,
                    data_dir=args.data_dir)
-    codes = priors.aggregate_codes(model, ds, codes=args.codes, seed=args.seed)
-    model.sampling_prior = priors.fit_codes(codes, components=args.components, seed=args.seed,
-                                            source=f"{args.dataset} {args.split}")
+    z = priors.aggregate_latents(model, ds, latents=args.latents, seed=args.seed)
+    model.sampling_prior = priors.fit_latents(z, components=args.components, seed=args.seed,
+                                              source=f"{args.dataset} {args.split}")
     saving.save_model(model, args.out)
     print(json.dumps({
-        "out": str(args.out), "components": args.components, "codes": args.codes,
-        "n_codes": len(codes),
-        # Mean log-density of the training codes under each prior: how much
+        "out": str(args.out), "components": args.components, "latents": args.latents,
+        "n_latents": len(z),
+        # Mean log-density of the training latents under each prior: how much
         # closer the sampler is to the aggregate posterior than the prior.
-        "mean_log_density_fitted": float(np.mean(model.sampling_prior.log_prob(codes))),
-        "mean_log_density_prior": float(np.mean(model.prior.log_prob(codes))),
+        "mean_log_density_fitted": float(np.mean(model.sampling_prior.log_prob(z))),
+        "mean_log_density_prior": float(np.mean(model.prior.log_prob(z))),
     }))
 
 
-def cmd_train_prior(args):
+def cmd_train_code_prior(args):
     from pathlib import Path
 
     from keras_vae import data, files, saving
@@ -378,7 +382,7 @@ def cmd_train_prior(args):
     from keras_vae.parts import code_prior
 
     model = saving.load_model(args.model)
-    family_of(model).require(CODES, "train-prior", args.model)
+    family_of(model).require(CODES, "train-code-prior", args.model)
     out = Path(args.out) if args.out else Path(args.model).parent / "model_prior.keras"
 
     def images(split):  # binarized once: Bernoulli likelihoods score binary images
@@ -408,11 +412,7 @@ def cmd_export(args):
     anomaly = _calibrate(model, args) if args.calibrate else None  # bad data: before any work
     manifest = export.export(
         model, args.out, formats=args.formats, quantize=args.quantize, graphs=graphs,
-        seed=args.seed, overwrite=args.overwrite)
-    if anomaly is not None:
-        from keras_vae.export import calibration
-
-        manifest = calibration.write(anomaly, args.out)
+        seed=args.seed, overwrite=args.overwrite, anomaly=anomaly)
     print(export.table(manifest))
     print(f"Wrote {len(manifest['files'])} files and manifest.json to {args.out}")
     if anomaly is not None:
@@ -457,8 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=positive_float, default=1e-3)
     p.add_argument("--binarize", default="dynamic",
                    choices=[m or "none" for m in data.BINARIZE_MODES])
-    p.add_argument("--validation-split", type=bounded_float(0.0, 1.0, hi_open=True,
-                                                            what="a fraction"), default=0.1)
+    fraction = bounded_float(0.0, 1.0, hi_open=True, what="a fraction")
+    p.add_argument("--validation-fraction", type=fraction, default=0.1,
+                   help="fraction of the split held out for validation")
+    p.add_argument("--validation-split", dest="validation_fraction", action=DeprecatedFlag,
+                   new="--validation-fraction", type=fraction)
     p.add_argument("--out", required=True, help="run directory to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
@@ -524,20 +527,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PNG grid to write (or .npy for the raw images)")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("fit-prior", help="fit a Gaussian mixture to the training codes and "
-                                         "save the model with it as its sampling prior")
+    p = sub.add_parser("fit-sampler", help="fit a Gaussian mixture to the training latents and "
+                                           "save the model with it as its sampling prior")
     add_model_data_args(p)
     p.add_argument("--components", type=bounded_int(1, 1024, "a number of components"), default=10,
                    metavar="K",
                    help="mixture components")
-    p.add_argument("--codes", choices=["mean", "sample"], default="mean",
+    p.add_argument("--latents", choices=["mean", "sample"], default="mean",
                    help="fit the posterior means or one posterior sample per image")
+    p.add_argument("--codes", dest="latents", action=DeprecatedFlag, new="--latents",
+                   choices=["mean", "sample"])
     p.add_argument("--out", required=True, help="the new model file (.keras)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.set_defaults(func=cmd_fit_prior)
+    p.set_defaults(func=cmd_fit_sampler)
 
-    p = sub.add_parser("train-prior", help="fit a PixelCNN prior on a VQ-VAE's code grids and "
-                                           "write the model with it")
+    p = sub.add_parser("train-code-prior", help="fit a PixelCNN prior on a VQ-VAE's code grids "
+                                                "and write the model with it")
     p.add_argument("model", help="path to a VQ-VAE's model.keras")
     add_data_args(p)
     p.add_argument("--test-split", default=None,
@@ -547,17 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="model file to write (default: model_prior.keras beside MODEL)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2, help="Keras verbosity")
-    p.set_defaults(func=cmd_train_prior)
+    p.set_defaults(func=cmd_train_code_prior)
 
     sub.add_parser("serve", add_help=False,
                    help="serve an export over HTTP (Open Inference Protocol, anomaly scores, "
                         "the browser page) without TensorFlow; keras-vae serve --help")
 
-    p = sub.add_parser("export", help="export to SavedModel/ONNX/TFLite, each checked against "
+    p = sub.add_parser("export", help="export to SavedModel/ONNX/LiteRT, each checked against "
                                       "Keras, with manifest.json")
     p.add_argument("model", help="path to model.keras")
-    p.add_argument("--formats", default="savedmodel,onnx,tflite",
-                   help=f"comma-separated: {', '.join(export.FORMATS)}")
+    p.add_argument("--formats", default="savedmodel,onnx,litert",
+                   help=f"comma-separated: {', '.join(export.FORMATS)} (litert writes .tflite "
+                        "files; tflite is accepted for litert)")
     p.add_argument("--quantize", default="",
                    help=f"comma-separated: int8 (= int8_dynamic,int8_full), "
                         f"{', '.join(export.QUANTIZATIONS)} (decoder only)")
@@ -606,6 +612,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         serve(argv[1:])
+    if argv[:1] and argv[0] in DEPRECATED_COMMANDS:
+        new = DEPRECATED_COMMANDS[argv[0]]
+        print(f"keras-vae: {argv[0]} is deprecated; use {new}", file=sys.stderr)
+        argv = [new, *argv[1:]]
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # usage errors (exit 2, one line), --help and --version (0)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
 
-_NO_DEFAULT = object()
+# What `get` sees when no default is given (None is a valid default).
+NO_DEFAULT = object()
 
 
 class Registry(MutableMapping):
@@ -64,7 +65,7 @@ class Registry(MutableMapping):
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self._entries!r})"
 
-    def get(self, name, default=_NO_DEFAULT):
+    def get(self, name, default=NO_DEFAULT):
         """Returns the entry `name`, or `default` when it is given and `name` is unknown.
 
         Args:
@@ -75,7 +76,7 @@ class Registry(MutableMapping):
         Raises:
             ValueError: an unknown name and no `default`, listing the valid names.
         """
-        if default is not _NO_DEFAULT:
+        if default is not NO_DEFAULT:
             return self._entries[name] if name in self else default
         return lookup(self, name, self.kind)
 

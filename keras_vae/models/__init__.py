@@ -9,12 +9,20 @@
 - `built`, `signatures`: what every family shares (a built functional view,
   the graphs it exports).
 
-Each family module ends with its one registration line, so a new family is
-its module plus that line.
+Each family module ends with its one registration line, and every module of
+this folder is imported with the package, so a new family is its module plus
+that line.
 """
+
+import importlib
+import pkgutil
 
 from keras_vae.models import built, family, signatures  # noqa: I001 (in dependency order)
 from keras_vae.models import vae, tcvae, vaegan, vqvae
+
+# The families nobody imports by name register here (their module's last line).
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 from keras_vae.models.family import CODES, CONTINUOUS, FAMILIES, Family, Option, family_of
 from keras_vae.models.tcvae import TCVAE
 from keras_vae.models.vae import VAE

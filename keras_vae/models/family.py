@@ -26,15 +26,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
-from keras_vae.registry import Registry, lookup
+from keras_vae.registry import NO_DEFAULT, Registry, lookup
 
 CONTINUOUS = "continuous"
 CODES = "codes"
 # Each latent kind: its words in messages, and the command that fits the
 # sampler of such latents after training.
 LATENT_KINDS = {
-    CONTINUOUS: {"words": "continuous latents", "prior_command": "fit-prior"},
-    CODES: {"words": "discrete codes", "prior_command": "train-prior"},
+    CONTINUOUS: {"words": "continuous latents", "prior_command": "fit-sampler"},
+    CODES: {"words": "discrete codes", "prior_command": "train-code-prior"},
 }
 
 
@@ -88,8 +88,8 @@ class Family:
         name: The registered name (`keras-vae train --model NAME`).
         model_class: The `keras.Model` subclass `keras-vae train` builds.
         latent_kind: `CONTINUOUS` (z, drawn from a prior table; samplers fitted
-            by `fit-prior`) or `CODES` (grids of discrete codes; a code prior
-            trained by `train-prior`).
+            by `fit-sampler`) or `CODES` (grids of discrete codes; a code prior
+            trained by `train-code-prior`).
         summary: A few words for `--help` and messages (`"discrete codes"`).
         options: The `keras-vae train` flags of its constructor.
         conditional: Whether it can be conditioned on the data's labels
@@ -127,7 +127,7 @@ class Family:
 
     @property
     def prior_command(self) -> str:
-        """The command that fits the sampler of its latents (`fit-prior`, `train-prior`)."""
+        """The command that fits the sampler of its latents (`fit-sampler`, `train-code-prior`)."""
         return LATENT_KINDS[self.latent_kind]["prior_command"]
 
     def graphs(self, model) -> dict:
@@ -152,7 +152,7 @@ class Family:
 
         Args:
             kind: The latent kind `command` needs.
-            command: What needs it, for the message (`"fit-prior"`).
+            command: What needs it, for the message (`"fit-sampler"`).
             what: What holds the model, for the message (a path, `"this model"`).
 
         Raises:
@@ -209,12 +209,14 @@ class ModelClasses(Mapping):
     def __len__(self):
         return len(self.families)
 
-    def get(self, name, default=None):  # noqa: D417 - `default` only for Mapping's signature
-        """Returns the model class of family `name`.
+    def get(self, name, default=NO_DEFAULT):
+        """Returns the model class of family `name`, or `default` when given and unknown.
 
         Raises:
-            ValueError: an unknown name, listing the valid ones.
+            ValueError: an unknown name and no `default`, listing the valid ones.
         """
+        if default is not NO_DEFAULT:
+            return self[name] if name in self.families else default
         return lookup(self, name, self.kind)
 
 

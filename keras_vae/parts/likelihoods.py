@@ -29,7 +29,7 @@ from keras_vae.registry import Registry
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _sum_over_pixels(values):
+def sum_over_values(values):
     """Sums `(batch, ...)` to `(batch,)`."""
     return ops.sum(ops.reshape(values, (ops.shape(values)[0], -1)), axis=-1)
 
@@ -62,7 +62,7 @@ class Bernoulli(keras.layers.Layer):
         """
         logits = ops.cast(params, "float32")
         x = ops.cast(x, "float32")
-        return _sum_over_pixels(x * logits - ops.softplus(logits))
+        return sum_over_values(x * logits - ops.softplus(logits))
 
     def mean(self, params):
         """Pixel probabilities `sigmoid(logits)`."""
@@ -114,7 +114,7 @@ class Gaussian(keras.layers.Layer):
         x = ops.cast(x, "float32")
         log_scale = self._log_scale()
         z = (x - mu) * ops.exp(-log_scale)
-        return _sum_over_pixels(-0.5 * ops.square(z) - log_scale - 0.5 * _LOG_2PI)
+        return sum_over_values(-0.5 * ops.square(z) - log_scale - 0.5 * _LOG_2PI)
 
     def mean(self, params):
         return params
@@ -158,7 +158,7 @@ class GaussianPixel(keras.layers.Layer):
         mu, log_scale = split_params(ops.cast(params, "float32"), 2)
         log_scale = ops.clip(log_scale, self.min_log_scale, 2.0)
         z = (ops.cast(x, "float32") - mu) * ops.exp(-log_scale)
-        return _sum_over_pixels(-0.5 * ops.square(z) - log_scale - 0.5 * _LOG_2PI)
+        return sum_over_values(-0.5 * ops.square(z) - log_scale - 0.5 * _LOG_2PI)
 
     def mean(self, params):
         return split_params(params, 2)[0]

@@ -94,7 +94,7 @@ class Prior(keras.layers.Layer):
         raise NotImplementedError
 
     def sample(self, n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
-        """`(n, latent_dim)` float32 codes drawn with numpy, as the edge samplers draw them."""
+        """`(n, latent_dim)` float32 latents drawn with numpy, as the edge samplers draw them."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         return recipes.sample_prior(self.manifest(latent_dim), n, latent_dim, seed)
@@ -124,7 +124,7 @@ def mixture_log_prob(z, log_weights, means, log_vars):
     """`log sum_k w_k N(z; mean_k, diag(exp(log_var_k)))`, summed over dimensions.
 
     Args:
-        z: Codes `(..., latent_dim)`.
+        z: Latents `(..., latent_dim)`.
         log_weights: `(K,)` log mixture weights (normalized).
         means: `(K, latent_dim)`.
         log_vars: `(K, latent_dim)`.
@@ -459,24 +459,24 @@ def get(identifier="standard_normal", **options) -> Prior:
                          f"{sorted(options)} ({e}).") from None
 
 
-def aggregate_codes(model, data, labels=None, codes: str = "mean", seed: int = 0,
-                    batch_size: int = 256) -> np.ndarray:
-    """The codes of `data` under `model`'s posterior: samples of the aggregate posterior.
+def aggregate_latents(model, data, labels=None, latents: str = "mean", seed: int = 0,
+                      batch_size: int = 256) -> np.ndarray:
+    """The latents of `data` under `model`'s posterior: samples of the aggregate posterior.
 
     Args:
         model: A `keras_vae.VAE`.
         data: A batched dataset of images or `(image, label)` pairs, or an image array.
         labels: Labels of an image array, for a conditional model.
-        codes: `"mean"` (each posterior's mean) or `"sample"` (one draw
+        latents: `"mean"` (each posterior's mean) or `"sample"` (one draw
             `mean + std * eps` per image, numpy noise from `seed`).
         seed: Seed of the noise for `"sample"`.
         batch_size: Batch size used for an image array.
 
     Returns:
-        `(n, latent_dim)` float64 codes.
+        `(n, latent_dim)` float64 latents.
     """
-    if codes not in ("mean", "sample"):
-        raise ValueError(f"codes must be 'mean' or 'sample', got {codes!r}")
+    if latents not in ("mean", "sample"):
+        raise ValueError(f"latents must be 'mean' or 'sample', got {latents!r}")
     means, log_vars = [], []
     for x, labels_b, _ in data_lib.iterate_batches(model, data, labels, batch_size):
         mean, log_var = model.encode(x, labels_b)
@@ -485,20 +485,20 @@ def aggregate_codes(model, data, labels=None, codes: str = "mean", seed: int = 0
     if not means:
         raise ValueError("No examples to fit the sampling prior to.")
     mean, log_var = np.concatenate(means), np.concatenate(log_vars)
-    if codes == "mean":
+    if latents == "mean":
         return mean
     eps = np.random.default_rng(seed).standard_normal(mean.shape)
     return mean + np.exp(0.5 * log_var) * eps
 
 
 def fit_mixture(model, data, components: int = 10, seed: int = 0, labels=None,
-                codes: str = "mean", batch_size: int = 256, max_iter: int = 200,
+                latents: str = "mean", batch_size: int = 256, max_iter: int = 200,
                 reg_covar: float = 1e-6) -> FittedMixture:
     """Fits a diagonal Gaussian mixture to the aggregate posterior of `data` (a post-hoc sampler).
 
     Sampling N(0, I) from a VAE visits regions its aggregate posterior
     `q(z) = mean_x q(z | x)` leaves empty ("holes"); drawing from a mixture
-    fitted to the training codes avoids them (Ghosh et al., 2020; pythae's
+    fitted to the training latents avoids them (Ghosh et al., 2020; pythae's
     GMM sampler). The training objective is untouched: set the result as the
     model's `sampling_prior`.
 
@@ -506,9 +506,9 @@ def fit_mixture(model, data, components: int = 10, seed: int = 0, labels=None,
         model: A trained `keras_vae.VAE`.
         data: The training images (a batched dataset or an array).
         components: K, the number of mixture components.
-        seed: Seed of the mixture's initialization (and of `codes="sample"`).
+        seed: Seed of the mixture's initialization (and of `latents="sample"`).
         labels: Labels of an image array, for a conditional model.
-        codes: Fit to the posterior `"mean"`s or to one `"sample"` per image.
+        latents: Fit to the posterior `"mean"`s or to one `"sample"` per image.
         batch_size: Batch size used for an image array.
         max_iter, reg_covar: Passed to `sklearn.mixture.GaussianMixture`.
 
@@ -523,36 +523,37 @@ def fit_mixture(model, data, components: int = 10, seed: int = 0, labels=None,
     >>> vae.sampling_prior = keras_vae.parts.priors.fit_mixture(vae, train_ds, components=10)
     >>> vae.sample(16, seed=0)  # drawn from the fitted mixture
     """
-    z = aggregate_codes(model, data, labels, codes=codes, seed=seed, batch_size=batch_size)
-    return fit_codes(z, components, seed=seed, max_iter=max_iter, reg_covar=reg_covar,
-                     source=f"posterior {codes}s")
+    z = aggregate_latents(model, data, labels, latents=latents, seed=seed,
+                          batch_size=batch_size)
+    return fit_latents(z, components, seed=seed, max_iter=max_iter, reg_covar=reg_covar,
+                       source=f"posterior {latents}s")
 
 
-def fit_codes(codes, components: int = 10, seed: int = 0, max_iter: int = 200,
-              reg_covar: float = 1e-6, source: str = "codes") -> FittedMixture:
-    """Fits a diagonal Gaussian mixture (`sklearn.mixture.GaussianMixture`) to codes.
+def fit_latents(z, components: int = 10, seed: int = 0, max_iter: int = 200,
+                reg_covar: float = 1e-6, source: str = "latents") -> FittedMixture:
+    """Fits a diagonal Gaussian mixture (`sklearn.mixture.GaussianMixture`) to latents.
 
     Args:
-        codes: `(n, latent_dim)` codes, e.g. from `aggregate_codes`.
+        z: `(n, latent_dim)` latents, e.g. from `aggregate_latents`.
         components: K, the number of components.
         seed: Seed of the initialization (k-means).
         max_iter, reg_covar: As for `GaussianMixture`.
-        source: What the codes are, kept in the prior's config.
+        source: What the latents are, kept in the prior's config.
 
     Returns:
         A `FittedMixture`.
 
     Raises:
-        ValueError: fewer codes than components, or non-finite codes.
+        ValueError: fewer latents than components, or non-finite latents.
     """
     from sklearn.mixture import GaussianMixture  # slow to import: loaded on first use
 
     components = _check_components(components)
-    z = np.asarray(codes, np.float64)
+    z = np.asarray(z, np.float64)
     if z.ndim != 2 or not np.all(np.isfinite(z)):
-        raise ValueError(f"Codes must be a finite (n, latent_dim) array, got shape {z.shape}")
+        raise ValueError(f"Latents must be a finite (n, latent_dim) array, got shape {z.shape}")
     if len(z) < components:
-        raise ValueError(f"{len(z)} codes cannot fit {components} mixture components.")
+        raise ValueError(f"{len(z)} latents cannot fit {components} mixture components.")
     gmm = GaussianMixture(n_components=components, covariance_type="diag",
                           random_state=seed, max_iter=max_iter, reg_covar=reg_covar).fit(z)
     return FittedMixture(gmm.weights_, gmm.means_, np.log(gmm.covariances_),
@@ -560,9 +561,9 @@ def fit_codes(codes, components: int = 10, seed: int = 0, max_iter: int = 200,
 
 
 def prior_z(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
-    """Draws `(n, latent_dim)` float32 codes from N(0, I) with numpy's seeded Generator.
+    """Draws `(n, latent_dim)` float32 latents from N(0, I) with numpy's seeded Generator.
 
     The edge samplers' own function (`keras_vae.recipes`), so one
-    seed gives the same codes in Keras, onnxruntime, LiteRT and the browser.
+    seed gives the same latents in Keras, onnxruntime, LiteRT and the browser.
     """
     return recipes.prior_z(n, latent_dim, seed)

@@ -1,7 +1,7 @@
 """Walks through a trained VAE's latent space: interpolation, attributes, traversals, grids.
 
-Codes are the posterior means `z_mean` of `VAE.encode` (deterministic, the
-point a picture of "the code of x" should show); everything returned here is
+Latents are the posterior means `z_mean` of `VAE.encode` (deterministic, the
+point a picture of "the latent of x" should show); everything returned here is
 numpy.
 
 Example:
@@ -30,7 +30,7 @@ def _check_pair(start, end):
     end = np.asarray(end, dtype=np.float64)
     if start.ndim != 1 or start.shape != end.shape:
         raise ValueError(
-            f"Interpolation needs two codes of the same shape (latent_dim,); got "
+            f"Interpolation needs two latents of the same shape (latent_dim,); got "
             f"{start.shape} and {end.shape}."
         )
     return start, end
@@ -46,8 +46,8 @@ def lerp(start, end, steps: int = 8) -> np.ndarray:
     """Linear interpolation `(1 - t) * start + t * end` for `steps` values of t in [0, 1].
 
     Args:
-        start: Code `(latent_dim,)`.
-        end: Code `(latent_dim,)`.
+        start: Latent `(latent_dim,)`.
+        end: Latent `(latent_dim,)`.
         steps: Number of points, endpoints included.
 
     Returns:
@@ -97,11 +97,11 @@ def encode_mean(model, x, labels=None, batch_size: int = 256) -> np.ndarray:
 
 
 def decode(model, z, labels=None, batch_size: int = 256) -> np.ndarray:
-    """Image means of codes `z` `(n, latent_dim)`, batched; `(n, *image_shape)` numpy."""
+    """Image means of latents `z` `(n, latent_dim)`, batched; `(n, *image_shape)` numpy."""
     z = np.asarray(z, dtype=np.float32)
     if z.ndim != 2 or z.shape[1] != model.latent_dim:
         raise ValueError(
-            f"Codes must have shape (n, {model.latent_dim}) for this model, got {z.shape}."
+            f"Latents must have shape (n, {model.latent_dim}) for this model, got {z.shape}."
         )
     labels = _labels_for(model, labels, len(z))
     return data_lib.batched(lambda zb, lb: model.decode(ops.convert_to_tensor(zb), lb), z, labels,
@@ -121,8 +121,8 @@ def _labels_for(model, labels, n):
     return np.resize(labels.astype(np.int32), n)
 
 
-def _as_code(model, point, label, role):
-    """A code from `point`: a `(latent_dim,)` code or one image (encoded to z_mean)."""
+def _as_latent(model, point, label, role):
+    """A latent from `point`: a `(latent_dim,)` latent or one image (encoded to z_mean)."""
     point = np.asarray(point)
     if point.shape == (model.latent_dim,) and point.shape != model.image_shape:
         return point.astype(np.float32)
@@ -134,20 +134,20 @@ def _as_code(model, point, label, role):
         return encode_mean(model, point[None], lb)[0]
     raise ValueError(
         f"The {role} of the interpolation has shape {point.shape}: expected an image of "
-        f"shape {model.image_shape} or a code of shape ({model.latent_dim},)."
+        f"shape {model.image_shape} or a latent of shape ({model.latent_dim},)."
     )
 
 
 def interpolate(model, start, end, steps: int = 8, method: str = "slerp",
                 label=None) -> np.ndarray:
-    """Decoded images along a path between two images or two codes.
+    """Decoded images along a path between two images or two latents.
 
     Images are encoded to their posterior means first; the path between the
-    codes is `lerp` (`method="linear"`) or `slerp`.
+    latents is `lerp` (`method="linear"`) or `slerp`.
 
     Args:
         model: A trained `VAE`.
-        start: One image `image_shape` or one code `(latent_dim,)`.
+        start: One image `image_shape` or one latent `(latent_dim,)`.
         end: Same, for the other end.
         steps: Number of images, endpoints included.
         method: `"linear"` or `"slerp"`.
@@ -157,7 +157,7 @@ def interpolate(model, start, end, steps: int = 8, method: str = "slerp",
         `(steps, *image_shape)` float32 image means.
 
     Raises:
-        ValueError: an endpoint that is neither an image nor a code of this
+        ValueError: an endpoint that is neither an image nor a latent of this
             model, `steps < 2`, an unknown method.
 
     Example:
@@ -165,8 +165,8 @@ def interpolate(model, start, end, steps: int = 8, method: str = "slerp",
     >>> strip = interpolate(vae, x_test[0], x_test[1], steps=10)
     """
     path_fn = get(method)
-    z0 = _as_code(model, start, label, "start")
-    z1 = _as_code(model, end, label, "end")
+    z0 = _as_latent(model, start, label, "start")
+    z1 = _as_latent(model, end, label, "end")
     path = path_fn(z0, z1, steps)  # (steps, latent_dim)
     return decode(model, path, None if label is None else [label])
 
@@ -175,7 +175,7 @@ def interpolate(model, start, end, steps: int = 8, method: str = "slerp",
 
 
 def attribute_vector(model, x, has_attribute, labels=None, batch_size: int = 256) -> np.ndarray:
-    """Mean code of the examples with an attribute minus the mean code of those without.
+    """Mean latent of the examples with an attribute minus the mean latent of those without.
 
     Args:
         model: A trained `VAE`.
@@ -237,11 +237,11 @@ def add_attribute(model, x, vector, strength: float = 1.0, labels=None,
 
 
 def traversal(model, z=None, dims=None, values=None, label=None) -> np.ndarray:
-    """Decodes a code with one latent dimension at a time set to each of `values`.
+    """Decodes a latent `z` with one dimension at a time set to each of `values`.
 
     Args:
         model: A trained `VAE`.
-        z: Base code `(latent_dim,)`; the prior mean (zeros) when None.
+        z: Base latent `(latent_dim,)`; the prior mean (zeros) when None.
         dims: Latent dimensions to vary (all by default).
         values: Values given to the varied dimension (default `linspace(-3, 3, 9)`).
         label: Class for a conditional model.
@@ -257,10 +257,10 @@ def traversal(model, z=None, dims=None, values=None, label=None) -> np.ndarray:
     if bad or not dims:
         raise ValueError(f"dims must be in [0, {model.latent_dim}); got {dims}.")
     values = np.linspace(-3.0, 3.0, 9) if values is None else np.asarray(values, np.float32)
-    codes = np.repeat(z[None, None], len(dims), axis=0).repeat(len(values), axis=1)
+    latents = np.repeat(z[None, None], len(dims), axis=0).repeat(len(values), axis=1)
     for row, d in enumerate(dims):
-        codes[row, :, d] = values  # (len(dims), len(values), latent_dim)
-    images = decode(model, codes.reshape(-1, model.latent_dim),
+        latents[row, :, d] = values  # (len(dims), len(values), latent_dim)
+    images = decode(model, latents.reshape(-1, model.latent_dim),
                     None if label is None else [label])
     return images.reshape(len(dims), len(values), *model.image_shape)
 
@@ -276,8 +276,8 @@ def _check_2d(model):
         )
 
 
-def manifold_codes(n: int = 15, epsilon: float = 0.05) -> np.ndarray:
-    """The codes of an `n` x `n` manifold grid (Kingma & Welling, 2014, fig. 4).
+def manifold_latents(n: int = 15, epsilon: float = 0.05) -> np.ndarray:
+    """The latents of an `n` x `n` manifold grid (Kingma & Welling, 2014, fig. 4).
 
     Evenly spaced quantiles in `[epsilon, 1 - epsilon]` of each axis go
     through the standard normal inverse CDF, so the grid covers the prior's
@@ -298,7 +298,7 @@ def manifold_codes(n: int = 15, epsilon: float = 0.05) -> np.ndarray:
 
 
 def manifold_grid(model, n: int = 15, epsilon: float = 0.05, label=None) -> np.ndarray:
-    """Decodes the `manifold_codes` grid of a model with 2-D latents.
+    """Decodes the `manifold_latents` grid of a model with 2-D latents.
 
     Returns:
         `(n * n, *image_shape)` float32 image means, row-major (tile with
@@ -308,11 +308,11 @@ def manifold_grid(model, n: int = 15, epsilon: float = 0.05, label=None) -> np.n
         ValueError: when `model.latent_dim != 2`.
     """
     _check_2d(model)
-    return decode(model, manifold_codes(n, epsilon), None if label is None else [label])
+    return decode(model, manifold_latents(n, epsilon), None if label is None else [label])
 
 
 def latent_scatter_data(model, x, labels, batch_size: int = 256):
-    """Codes and labels for a scatter of a 2-D latent space coloured by label.
+    """Latents and labels for a scatter of a 2-D latent space coloured by label.
 
     Returns:
         `(z_mean (n, 2), labels (n,))`; draw with `pictures.save_latent_scatter`.

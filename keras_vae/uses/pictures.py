@@ -71,10 +71,10 @@ def save_manifold(images, path) -> Path:
 
 def save_latent_scatter(z, labels, path, size: float = 6.0, dpi: int = 100,
                         title: str | None = None) -> Path:
-    """Scatter plot of 2-D codes coloured by label, written as a PNG with matplotlib.
+    """Scatter plot of 2-D latents coloured by label, written as a PNG with matplotlib.
 
     Args:
-        z: `(n, 2)` codes (e.g. `latent.latent_scatter_data`).
+        z: `(n, 2)` latents (e.g. `latent.latent_scatter_data`).
         labels: `(n,)` integer labels (colours; a legend for up to 20 classes).
         path: PNG file to write.
         size: Figure side in inches; the PNG is `size * dpi` pixels square.
@@ -82,7 +82,7 @@ def save_latent_scatter(z, labels, path, size: float = 6.0, dpi: int = 100,
         title: Optional title.
 
     Raises:
-        ValueError: codes that are not `(n, 2)` or labels of another length.
+        ValueError: latents that are not `(n, 2)` or labels of another length.
     """
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -91,9 +91,9 @@ def save_latent_scatter(z, labels, path, size: float = 6.0, dpi: int = 100,
     z = np.asarray(z, dtype=np.float32)
     labels = np.asarray(labels).reshape(-1)
     if z.ndim != 2 or z.shape[1] != 2:
-        raise ValueError(f"A latent scatter needs (n, 2) codes, got shape {z.shape}")
+        raise ValueError(f"A latent scatter needs (n, 2) latents, got shape {z.shape}")
     if len(labels) != len(z):
-        raise ValueError(f"{len(labels)} labels for {len(z)} codes.")
+        raise ValueError(f"{len(labels)} labels for {len(z)} latents.")
     fig = Figure(figsize=(size, size), dpi=dpi)  # no pyplot: no global state, any backend
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

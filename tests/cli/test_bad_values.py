@@ -113,6 +113,8 @@ CLI_CASES = {
                           "--arch-options: a list of 1000 items"),
     "train deep options": (TRAIN + ["--arch-options", '{"a": ' + "[" * 3000 + "]" * 3000 + "}"],
                            "--arch-options: not valid JSON"),
+    "train fraction over one": (TRAIN + ["--validation-fraction", "1.5"],
+                                "--validation-fraction"),
     "train split over one": (TRAIN + ["--validation-split", "1.5"], "--validation-split"),
     "train negative free bits": (TRAIN + ["--free-bits", "-1"], "--free-bits: must be >= 0"),
     "train negative warm-up": (TRAIN + ["--kl-warmup", "-5"], "--kl-warmup: must be >= 0"),

@@ -25,12 +25,12 @@ def _refused(argv, capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["fit-prior", "{vqvae}", "--out", "{tmp}/out.keras"],
-     "keras-vae fit-prior: error: fit-prior needs continuous latents; {vqvae} is a vqvae "
-     "(discrete codes): use train-prior"),
-    (["train-prior", "{vae}", "--out", "{tmp}/out.keras"],
-     "keras-vae train-prior: error: train-prior needs discrete codes; {vae} is a vae "
-     "(continuous latents): use fit-prior"),
+    (["fit-sampler", "{vqvae}", "--out", "{tmp}/out.keras"],
+     "keras-vae fit-sampler: error: fit-sampler needs continuous latents; {vqvae} is a vqvae "
+     "(discrete codes): use train-code-prior"),
+    (["train-code-prior", "{vae}", "--out", "{tmp}/out.keras"],
+     "keras-vae train-code-prior: error: train-code-prior needs discrete codes; {vae} is a "
+     "vae (continuous latents): use fit-sampler"),
     (["score", "{vqvae}"],
      "keras-vae score: error: score needs continuous latents; {vqvae} is a vqvae "
      "(discrete codes)"),

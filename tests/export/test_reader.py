@@ -240,6 +240,12 @@ LAYOUTS = {
     "class_names numbers": (lambda m: m.update(class_names=[1, 2]), None, "'class_names'"),
     "prior a string": (lambda m: m.update(prior="normal"), None, "'prior'"),
     "graphs a list": (lambda m: m.update(graphs=[]), None, "'graphs'"),
+    "family a string": (lambda m: m.update(family="vae"), None, "'family'"),
+    "family unknown kind": (lambda m: m.update(family={"name": "vae", "latent_kind": "z"}),
+                            None, "'family'"),
+    "family relabelled as codes": (
+        lambda m: m.update(family={"name": "vqvae", "latent_kind": "codes"}), None,
+        "the family and the prior disagree"),
     "bundle entry broken": (lambda m: m["bundle"][0].update(sha256=None), None,
                             "bundle[0].sha256"),
     "deeply nested": (lambda m: None, '{"a": ' + _deep(100_000) + "}", "not valid JSON"),

@@ -20,7 +20,6 @@ from keras_vae.models.vaegan import VAEGAN
 from keras_vae.models.vqvae import VQVAE
 from keras_vae.parts import likelihoods
 
-
 # ------------------------------------------- the toy family (docs/families.md)
 
 class Toy(BuiltModel):

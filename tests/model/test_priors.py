@@ -131,7 +131,7 @@ def two_cluster_images(n=300, share=0.3, seed=0):
 def test_fit_mixture_recovers_the_aggregate_posteriors_clusters(make_vae):
     vae = make_vae("mlp", latent_dim=3)
     x, level = two_cluster_images()
-    codes = priors.aggregate_codes(vae, x)
+    codes = priors.aggregate_latents(vae, x)
     np.testing.assert_allclose(codes, vae.encode(x)[0].numpy(), atol=1e-6)
     fitted = priors.fit_mixture(vae, x, components=2, seed=0)
     table = fitted.manifest(3)
@@ -146,9 +146,9 @@ def test_fit_mixture_recovers_the_aggregate_posteriors_clusters(make_vae):
     with pytest.raises(ValueError, match="cannot fit"):
         priors.fit_mixture(vae, x[:3], components=5)
     with pytest.raises(ValueError, match="'mean' or 'sample'"):
-        priors.aggregate_codes(vae, x, codes="median")
+        priors.aggregate_latents(vae, x, latents="median")
     # Sampled codes scatter around the means by the posterior's spread.
-    sampled = priors.aggregate_codes(vae, x, codes="sample", seed=1)
+    sampled = priors.aggregate_latents(vae, x, latents="sample", seed=1)
     std = np.exp(0.5 * vae.encode(x)[1].numpy())
     assert np.std((sampled - codes) / std) == pytest.approx(1.0, abs=0.05)
 

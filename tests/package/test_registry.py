@@ -64,3 +64,13 @@ def test_item_assignment_and_deletion_replace_entries(monkeypatch):
     assert reg["mlp"] == "MLP"
     del reg["conv"]
     assert list(reg) == ["mlp"] and "Registry('architecture'" in repr(reg)
+
+
+def test_model_classes_get_honours_its_default():
+    from keras_vae import training
+    from keras_vae.models import VQVAE
+
+    assert training.MODELS.get("vqvae") is VQVAE and training.MODELS.get("vqvae", None) is VQVAE
+    assert training.MODELS.get("nope", None) is None and training.MODELS.get("nope", 3) == 3
+    with pytest.raises(ValueError, match=r"Unknown model 'nope'; valid names: \[.*'vae'"):
+        training.MODELS.get("nope")

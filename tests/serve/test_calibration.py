@@ -80,22 +80,29 @@ def test_refusals(calibration, tiny):
         calibration.calibrate(model, bad)
 
 
-def test_write_keeps_the_files_verifiable(calibration, tiny, tmp_path, server_module):
-    import shutil
-
-    model, export_dir = tiny
-    out = tmp_path / "export"
-    shutil.copytree(export_dir, out)
+def test_export_stores_the_threshold_inside_the_atomic_directory(calibration, export_pkg, tiny,
+                                                                 tmp_path, server_module):
+    model, _ = tiny
     x, _ = _digits(50)
     entry = calibration.calibrate(model, x, quantile=0.95, source="digits")
-    manifest = calibration.write(entry, out)
+    out = tmp_path / "export"
+    manifest = export_pkg.export(model, out, formats="onnx", anomaly=entry)
     stored = json.loads((out / "manifest.json").read_text())
     assert stored["anomaly"] == entry == manifest["anomaly"]
     reader = server_module("reader")
     for file_entry in reader.read_manifest(out)["files"]:
         reader.verify_file(out, file_entry)
-    with pytest.raises(ValueError, match="finite threshold"):
-        calibration.write({**entry, "threshold": float("nan")}, out)
+    for bad, message in [({**entry, "threshold": float("nan")}, "finite threshold"),
+                         ({**entry, "threshold": True}, "finite threshold"),
+                         ({**entry, "quantile": 1.5}, r"quantile must be in \(0, 1\]"),
+                         ([entry], "the dict calibrate")]:
+        with pytest.raises(ValueError, match=message):
+            export_pkg.export(model, tmp_path / "refused", formats="onnx", anomaly=bad)
+        assert not (tmp_path / "refused").exists()  # checked before any work
+    with pytest.raises(ValueError, match="export the 'scorer' graph"):
+        export_pkg.export(model, tmp_path / "refused", formats="onnx", graphs="decoder",
+                          anomaly=entry)
+    assert not (tmp_path / "refused").exists()
 
 
 @pytest.mark.slow
@@ -111,9 +118,8 @@ def test_trained_model_served_flags_inverted_digits(calibration, export_pkg, mni
     model.fit(train, epochs=5, verbose=0)
     x, _ = data.load_arrays(str(mnist8k_dir), "train[7000:]")
     out = tmp_path / "export"
-    export_pkg.export(model, out, formats="onnx")
     entry = calibration.calibrate(model, x[:500], quantile=0.99, source="mnist-8k val")
-    calibration.write(entry, out)
+    export_pkg.export(model, out, formats="onnx", anomaly=entry)
 
     server = start_server(out)
     held_out = x[500:700]  # never seen in training or calibration

@@ -20,17 +20,18 @@ pytestmark = pytest.mark.slow  # subprocesses, several processes or benchmarks
 WORKER = textwrap.dedent('''
     import sys
     import numpy as np
-    from keras_vae import cli, training
+    from keras_vae import cli
+    from keras_vae.training import trainer
 
     index = sys.argv[1]
-    real_train = training.train
+    real_train = trainer.train  # what `run` calls
 
     def recording_train(*args, **kwargs):
         result = real_train(*args, **kwargs)
         np.savez(f"weights-{index}.npz", *result.model.get_weights())
         return result
 
-    training.train = recording_train
+    trainer.train = recording_train
     sys.exit(cli.main(sys.argv[2:]))
 ''')
 

@@ -97,7 +97,7 @@ def test_interpolate_between_images_decodes_the_path_between_their_codes(make_va
 def test_interpolate_rejects_images_of_another_shape(make_vae):
     model = make_vae("mlp", latent_dim=3)
     with pytest.raises(ValueError, match=r"shape \(28, 28, 1\).*expected an image of shape "
-                                         r"\(8, 8, 1\) or a code of shape \(3,\)"):
+                                         r"\(8, 8, 1\) or a latent of shape \(3,\)"):
         latent.interpolate(model, np.zeros((28, 28, 1)), np.zeros((8, 8, 1)))
     with pytest.raises(ValueError, match="end of the interpolation has shape \\(4,\\)"):
         latent.interpolate(model, np.zeros(3), np.zeros(4))
@@ -150,8 +150,8 @@ def test_traversal_varies_one_dimension_per_row(make_vae):
         latent.traversal(model, dims=[3])
 
 
-def test_manifold_codes_are_normal_quantiles():
-    codes = latent.manifold_codes(n=5, epsilon=0.05)
+def test_manifold_latents_are_normal_quantiles():
+    codes = latent.manifold_latents(n=5, epsilon=0.05)
     assert codes.shape == (25, 2)
     axis = norm.ppf(np.linspace(0.05, 0.95, 5))
     grid = codes.reshape(5, 5, 2)
@@ -163,7 +163,7 @@ def test_manifold_codes_are_normal_quantiles():
 def test_manifold_grid_and_scatter_need_two_latent_dims(make_vae, tiny_images):
     model2 = make_vae("mlp", latent_dim=2)
     images = latent.manifold_grid(model2, n=4)
-    np.testing.assert_allclose(images, model2.decode(latent.manifold_codes(4)).numpy(),
+    np.testing.assert_allclose(images, model2.decode(latent.manifold_latents(4)).numpy(),
                                atol=1e-6)
     z, labels = latent.latent_scatter_data(model2, *tiny_images)
     np.testing.assert_allclose(z, model2.encode(tiny_images[0])[0].numpy(), atol=1e-6)

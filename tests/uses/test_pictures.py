@@ -56,9 +56,9 @@ def test_latent_scatter_png_has_the_requested_size_and_colours(tmp_path):
     blue = np.abs(rgb - [0x1F, 0x77, 0xB4]).sum(-1) < 60
     orange = np.abs(rgb - [0xFF, 0x7F, 0x0E]).sum(-1) < 60
     assert blue.sum() > 20 and orange.sum() > 20
-    with pytest.raises(ValueError, match=r"\(n, 2\) codes"):
+    with pytest.raises(ValueError, match=r"\(n, 2\) latents"):
         pictures.save_latent_scatter(np.zeros((5, 3)), np.zeros(5), tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="4 labels for 5 codes"):
+    with pytest.raises(ValueError, match="4 labels for 5 latents"):
         pictures.save_latent_scatter(np.zeros((5, 2)), np.zeros(4), tmp_path / "bad.png")
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
 

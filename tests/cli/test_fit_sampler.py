@@ -1,4 +1,4 @@
-"""`keras-vae train --prior/--prior-components/--tc-beta` and `keras-vae fit-prior`."""
+"""`keras-vae train --prior/--prior-components/--tc-beta` and `keras-vae fit-sampler`."""
 
 import json
 import subprocess
@@ -56,22 +56,22 @@ def tiny_model_file(tmp_path, **kwargs):
     return vae, keras_vae.saving.save_model(vae, tmp_path / "model.keras")
 
 
-def test_fit_prior_writes_a_model_with_a_fitted_sampling_prior(tmp_path, capsys):
+def test_fit_sampler_writes_a_model_with_a_fitted_sampling_prior(tmp_path, capsys):
     vae, path = tiny_model_file(tmp_path)
     out = tmp_path / "fitted.keras"
-    code = cli.main(["fit-prior", str(path), "--dataset", "digits", "--split", "train[:300]",
+    code = cli.main(["fit-sampler", str(path), "--dataset", "digits", "--split", "train[:300]",
                      "--components", "4", "--out", str(out)])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["components"] == 4 and summary["n_codes"] == 300
-    # The fitted mixture explains the training codes better than N(0, I).
+    assert summary["components"] == 4 and summary["n_latents"] == 300
+    # The fitted mixture explains the training latents better than N(0, I).
     assert summary["mean_log_density_fitted"] > summary["mean_log_density_prior"]
     fitted = keras.saving.load_model(out)
     assert isinstance(fitted.prior, priors.StandardNormal)
     assert isinstance(fitted.sampling_prior, priors.FittedMixture)
     table = fitted.prior_table()
     assert table["type"] == "mixture" and len(table["weights"]) == 4
-    # The same codes the library fits: posterior means of the statically binarized split.
+    # The same latents the library fits: posterior means of the statically binarized split.
     ds = keras_vae.data.load("digits", "train[:300]", batch_size=64, binarize="static",
                              shuffle=False, seed=0)
     want = priors.fit_mixture(vae, ds, components=4, seed=0).manifest(3)
@@ -89,20 +89,20 @@ def test_fit_prior_writes_a_model_with_a_fitted_sampling_prior(tmp_path, capsys)
     (["--components", "500", "--split", "train[:100]"], "cannot fit 500"),
     (["--dataset", "no_such_data"], "not a TFDS name"),
 ])
-def test_fit_prior_bad_arguments_exit_2(tmp_path, capsys, args, message):
+def test_fit_sampler_bad_arguments_exit_2(tmp_path, capsys, args, message):
     _, path = tiny_model_file(tmp_path)
     out = tmp_path / "fitted.keras"
-    base = ["fit-prior", str(path), "--dataset", "digits", "--split", "train[:200]",
+    base = ["fit-sampler", str(path), "--dataset", "digits", "--split", "train[:200]",
             "--out", str(out)]
     assert cli.main(base + args) == 2  # usage errors too: main returns, exits nothing
     assert message in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_fit_prior_refuses_to_overwrite(tmp_path, capsys):
+def test_fit_sampler_refuses_to_overwrite(tmp_path, capsys):
     _, path = tiny_model_file(tmp_path)
     before = path.read_bytes()
-    assert cli.main(["fit-prior", str(path), "--split", "train[:100]", "--components", "2",
+    assert cli.main(["fit-sampler", str(path), "--split", "train[:100]", "--components", "2",
                      "--out", str(path)]) == 2
     assert "--overwrite" in capsys.readouterr().err and path.read_bytes() == before
 
@@ -116,7 +116,7 @@ def test_prior_components_needs_a_mixture_prior(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("prior", ["mixture", "vamp"])
-def test_train_with_a_learned_prior_then_fit_prior_reload_in_fresh_processes(tmp_path, prior):
+def test_train_with_a_learned_prior_then_fit_sampler_reload_in_fresh_processes(tmp_path, prior):
     run = tmp_path / "run"
     keras_vae_cli("train", *TINY, "--prior", prior, "--prior-components", 3, "--out", run)
     here = keras.saving.load_model(run / "model.keras")
@@ -127,7 +127,7 @@ def test_train_with_a_learned_prior_then_fit_prior_reload_in_fresh_processes(tmp
     np.testing.assert_allclose(got["table"]["means"], here.prior_table()["means"], atol=1e-6)
     np.testing.assert_allclose(got["sample"], here.sample(3, seed=5), atol=1e-6)
     out = tmp_path / "fitted.keras"
-    keras_vae_cli("fit-prior", run / "model.keras", "--dataset", "digits", "--split",
+    keras_vae_cli("fit-sampler", run / "model.keras", "--dataset", "digits", "--split",
                   "train[:256]", "--components", 2, "--out", out)
     got = fresh_load(out)
     assert got["prior"] == here.prior.__class__.__name__  # training prior kept
