@@ -1,4 +1,4 @@
-"""keras_vae.export: VAE graphs as SavedModel, ONNX and TFLite files, and the code that runs them.
+"""keras_vae.export: VAE graphs as SavedModel, ONNX and LiteRT files, and the code that runs them.
 
 The top-level `export/` folder of the repository is this package (setup.py maps
 it), in two layers:
@@ -21,7 +21,7 @@ Example:
 
 >>> import keras_vae.export
 >>> manifest = keras_vae.export.export(vae, "runs/demo/export",
-...                                    formats=("savedmodel", "onnx", "tflite"),
+...                                    formats=("savedmodel", "onnx", "litert"),
 ...                                    quantize=("fp16", "int8"))
 """
 
@@ -30,18 +30,25 @@ import importlib
 # Public name -> module that defines it (loaded when first used).
 _LAZY = {
     "ExportError": "errors",
-    "FORMATS": "exporter", "QUANTIZATIONS": "exporter", "DEVICE_FILES": "exporter",
+    "FORMATS": "exporter", "FORMAT_ALIASES": "exporter", "QUANTIZATIONS": "exporter",
+    "DEVICE_FILES": "exporter",
     "export": "exporter", "filename": "exporter", "get": "exporter",
-    "export_tflite": "litert_format",
+    "export_litert": "litert_format",
     "table": "manifest",
     "export_onnx": "onnx_format",
     "export_saved_model": "saved_model_format",
 }
 
+# Old public names kept for callers outside the package: old -> current.
+_ALIASES = {"export_tflite": "export_litert"}
+
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name):
+    if name in _ALIASES:
+        value = globals()[name] = __getattr__(_ALIASES[name])
+        return value
     if name in _LAZY:
         value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
         globals()[name] = value
@@ -50,4 +57,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_ALIASES})

@@ -18,7 +18,7 @@ from keras_vae import files, saving
 from keras_vae.export import calibration
 from keras_vae.export import graphs as graphs_lib
 from keras_vae.export import manifest as manifest_lib
-from keras_vae.export.litert_format import export_tflite
+from keras_vae.export.litert_format import export_litert
 from keras_vae.export.onnx_format import export_onnx
 from keras_vae.export.saved_model_format import export_saved_model
 from keras_vae.models.family import CODES
@@ -37,9 +37,12 @@ class Format:
 FORMATS = Registry("export format", {
     "savedmodel": Format(export_saved_model, "_savedmodel", ("fp32",)),
     "onnx": Format(export_onnx, ".onnx", ("fp32", "int8_dynamic")),
-    "tflite": Format(export_tflite, ".tflite", ("fp32", "fp16", "int8_dynamic", "int8_full")),
+    # LiteRT, the runtime; its files keep the `.tflite` suffix.
+    "litert": Format(export_litert, ".tflite", ("fp32", "fp16", "int8_dynamic", "int8_full")),
 })
 register = FORMATS.register
+# Other names accepted for a format (`--formats tflite` is litert).
+FORMAT_ALIASES = {"tflite": "litert"}
 # Every quantized precision some format offers, in a stable order.
 QUANTIZATIONS = tuple(dict.fromkeys(
     p for spec in FORMATS.values() for p in spec.precisions if p != "fp32"))
@@ -55,13 +58,18 @@ DEVICE_FILES = ("recipes.py", "reader.py", "images.py", "sampler.py",
 SOURCE = Path(__file__).resolve().parent
 
 
+def format_name(name: str) -> str:
+    """The registered name of format `name`: `"litert"` for its alias `"tflite"`."""
+    return FORMAT_ALIASES.get(name, name) if isinstance(name, str) else name
+
+
 def get(name: str) -> Format:
-    """Returns the format registered under `name`.
+    """Returns the format registered under `name` (or one of `FORMAT_ALIASES`).
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
     """
-    return FORMATS.get(name)
+    return FORMATS.get(format_name(name))
 
 
 def filename(graph: str, fmt: str, precision: str = "fp32") -> str:
@@ -94,7 +102,7 @@ def _quantizations(quantize, formats) -> list[str]:
     return modes
 
 
-def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=(), *,
+def export(model, out_dir, formats=("savedmodel", "onnx", "litert"), quantize=(), *,
            graphs=None, quantize_graphs=("decoder",),
            representative_z=None, representative_images=None, class_names=None,
            seed: int = 0, overwrite: bool = False, anomaly: dict | None = None) -> dict:
@@ -102,7 +110,7 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
 
     Every graph is exported in float32 in every format; each quantization is
     applied to the `quantize_graphs` in the formats that offer it (fp16 and
-    int8_full: tflite; int8_dynamic: tflite and onnx). The directory appears
+    int8_full: litert; int8_dynamic: litert and onnx). The directory appears
     only when every file passed its checks (it is built under a temporary
     name), with `manifest.json` describing the files, and the device-side
     programs (`DEVICE_FILES`) and a README beside them: a bundle to copy.
@@ -110,13 +118,14 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
     Args:
         model: A `keras_vae.VAE`, or the path of a `.keras` file.
         out_dir: Directory to create.
-        formats: Names from `FORMATS` (a list or a comma-separated string).
+        formats: Names from `FORMATS` (a list or a comma-separated string;
+            `"tflite"` is accepted for `"litert"`).
         quantize: Names from `QUANTIZATIONS`, or `int8` for both int8 modes.
         graphs: Which of the model's graphs to export; None for every graph
             its family offers (`Family.graphs(model)`: a VAE has `decoder`,
             `encoder`, `scorer`; a VQ-VAE `decoder`, `encoder`, `prior`).
         quantize_graphs: The graphs that also get quantized files.
-        representative_z: Codes calibrating int8_full decoders (default: prior draws).
+        representative_z: Latents calibrating int8_full decoders (default: prior draws).
         representative_images: Images calibrating int8_full encoders/scorers.
         class_names: Class names of a conditional model, for the manifest.
         seed: Seed of the parity inputs and default calibration data.
@@ -140,7 +149,7 @@ def export(model, out_dir, formats=("savedmodel", "onnx", "tflite"), quantize=()
     """
     if isinstance(model, (str, Path)):
         model = saving.load_model(model, compile=False)
-    formats = _names(formats)
+    formats = list(dict.fromkeys(format_name(f) for f in _names(formats)))
     if not formats:
         raise ValueError(f"No export format given; valid names: {sorted(FORMATS)}")
     for fmt in formats:

@@ -181,16 +181,31 @@ def is_code_model(manifest: dict) -> bool:
     return isinstance(prior, dict) and prior.get("type") == recipes.AUTOREGRESSIVE_CODES
 
 
+# A format's other names in a manifest: LiteRT files are "litert", and a manifest
+# may name them "tflite" (their suffix, the name exports wrote first); readers take both.
+FORMAT_ALIASES = {"tflite": "litert"}
+
+
+def format_name(name):
+    """The one name of manifest format `name` (`"litert"` for `"tflite"`)."""
+    return FORMAT_ALIASES.get(name, name) if isinstance(name, str) else name
+
+
 def find_file(manifest: dict, graph: str, fmt: str, precision: str) -> dict:
     """The manifest entry of one exported file.
+
+    Args:
+        manifest: A checked manifest (`read_manifest`).
+        graph: `"decoder"`, `"encoder"`, ...
+        fmt: Its format: `"onnx"`, `"litert"` (or its alias `"tflite"`), ...
+        precision: `"fp32"`, `"int8_full"`, ...
 
     Raises:
         EdgeError: no such file, listing the ones that exist.
     """
+    want = (graph, format_name(fmt), precision)
     for entry in manifest["files"]:
-        if (entry.get("graph"), entry.get("format"), entry.get("precision")) == (
-            graph, fmt, precision
-        ):
+        if (entry.get("graph"), format_name(entry.get("format")), entry.get("precision")) == want:
             return entry
     have = sorted(
         f"{e.get('graph')}/{e.get('format')}/{e.get('precision')}" for e in manifest["files"]

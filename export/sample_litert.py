@@ -60,7 +60,7 @@ def load(content: bytes, threads: int, name: str = "decoder.tflite", output: str
 
 
 def main(argv=None) -> int:
-    return sampler.run_sampler(argv, "sample_litert.py", "LiteRT", "tflite", PRECISIONS, load)
+    return sampler.run_sampler(argv, "sample_litert.py", "LiteRT", "litert", PRECISIONS, load)
 
 
 if __name__ == "__main__":

@@ -123,10 +123,10 @@ def class_labels(manifest: dict, class_ids, n: int) -> np.ndarray | None:
         raise EdgeError(
             f"This conditional export needs --class-ids in [0, {num_classes}){hint}."
         )
-    ids = np.asarray(class_ids, dtype=np.int64)
-    bad = sorted(set(ids[(ids < 0) | (ids >= num_classes)].tolist()))
-    if bad:
-        raise EdgeError(f"--class-ids must be in [0, {num_classes}); got {bad}")
+    try:
+        ids = recipes.check_labels(class_ids, num_classes, what="--class-ids")
+    except ValueError as e:
+        raise EdgeError(str(e)) from None
     return np.resize(ids, n).astype(np.int32)
 
 
@@ -137,7 +137,7 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         argv: Command-line arguments (None: `sys.argv[1:]`).
         prog: Program name for messages.
         runtime: Runtime name for messages.
-        fmt: Manifest format of the files this runtime runs.
+        fmt: Manifest format of the files this runtime runs (`"onnx"`, `"litert"`).
         precisions: Precisions it can run, the default first.
         load: `load(content, threads, name, output="x") -> (inputs, run)`:
             `content` is the file's bytes, already checked against the manifest

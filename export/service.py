@@ -22,6 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 if __package__:
+    from keras_vae import recipes
+
     from . import batcher, protocol, reader
     from .protocol import ServeError
     from .reader import EdgeError
@@ -29,6 +31,7 @@ else:  # run from an export folder: the server's modules sit beside this file
     import batcher
     import protocol
     import reader
+    import recipes
     from protocol import ServeError
     from reader import EdgeError
 
@@ -259,19 +262,17 @@ class Service:
             raise ServeError(400, f"{where}: this conditional model needs class labels in "
                                   f"[0, {self.num_classes}){hint}")
         labels = np.asarray(labels)
-        if labels.dtype.kind not in "iu" or labels.ndim > 1:
-            raise ServeError(400, f"{where}: labels must be integers, got {labels.dtype} "
-                                  f"of shape {list(labels.shape)}")
-        labels = labels.reshape(-1)
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
-        if bad.size:
-            raise ServeError(400, f"{where}: labels must lie in [0, {self.num_classes}); "
-                                  f"got {sorted(set(bad.tolist()))[:5]}")
-        if labels.size == 1 and n > 1:
-            labels = np.repeat(labels, n)
+        if labels.ndim > 1:
+            raise ServeError(400, f"{where}: labels must be a list of integers, got shape "
+                                  f"{list(labels.shape)}")
+        if labels.size == 1 and n > 1:  # one label for every example
+            labels = np.repeat(labels.reshape(-1), n)
         if labels.size != n:
             raise ServeError(400, f"{where}: {labels.size} labels for {n} examples")
-        return labels.astype(np.int32)
+        try:
+            return recipes.check_labels(labels, self.num_classes, n, what=f"{where}: labels")
+        except ValueError as e:
+            raise ServeError(400, str(e)) from None
 
     def parse_infer(self, model: Model, body: bytes,
                     header_length: str | None) -> protocol.InferRequest:

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_vae.data.batches import unpack_batch
+from keras_vae.recipes import check_labels
 
 # Datasets made by `load` from arrays that `check_images` passed: `check_dataset`
 # does not re-check their values batch by batch.
@@ -138,49 +139,6 @@ def guard_inputs(x, y, image_shape):
     if isinstance(x, (np.ndarray, list)) or hasattr(x, "__array__") and not tf.is_tensor(x):
         return check_images(x, image_shape), y
     return x, y
-
-
-def check_labels(labels, num_classes: int | None, n: int | None = None,
-                 what: str = "Labels") -> np.ndarray:
-    """The one check of class labels and class ids; returns them as int32 `(n,)`.
-
-    Labels must be integers (integral floats pass), one per image, in
-    `[0, num_classes)`. Every numpy-side check of labels calls this one; a
-    dataset's labels get `label_assertion`, its graph twin.
-
-    Args:
-        labels: Array-like `(n,)` or `(n, 1)`.
-        num_classes: The number of classes; None for no upper bound.
-        n: The number of images, one label each; None for any number but none.
-        what: The labels' name in messages (`"Labels"`, `"class_ids"`).
-
-    Raises:
-        ValueError: labels that are not integers, not one per image, or
-            outside the range (-1 marks a source without labels).
-
-    Example:
-
-    >>> check_labels([0, 3, 1], num_classes=10)
-    array([0, 3, 1], dtype=int32)
-    """
-    arr = np.asarray(labels)
-    valid = f"in [0, {num_classes})" if num_classes is not None else ">= 0"
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or (
-            np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0))):
-        raise ValueError(f"{what} must be integers {valid}, got dtype {arr.dtype}")
-    arr = arr.reshape(-1) if arr.ndim == 2 and arr.shape[-1] == 1 else arr
-    if arr.ndim != 1 or (n is not None and len(arr) != n):
-        raise ValueError(f"Expected one label per image ({n} images), got labels of shape "
-                         f"{np.shape(labels)}")
-    if n is None and arr.size == 0:
-        raise ValueError(f"{what} must be {valid}; got none")
-    too_big = arr >= num_classes if num_classes is not None else np.zeros(arr.shape, bool)
-    bad = arr[(arr < 0) | too_big]
-    if bad.size:
-        hint = " (-1 means the data has no labels)" if (bad == -1).any() else ""
-        raise ValueError(f"{what} must be {valid}; got "
-                         f"{sorted(set(bad.astype(np.int64).tolist()))[:10]}{hint}")
-    return arr.astype(np.int32)
 
 
 def class_labels(n: int, class_ids, num_classes: int) -> np.ndarray | None:

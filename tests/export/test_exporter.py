@@ -1,4 +1,4 @@
-"""Export to SavedModel, ONNX and TFLite: parity with Keras, manifest, edge samplers, refusals.
+"""Export to SavedModel, ONNX and LiteRT: parity with Keras, manifest, edge samplers, refusals.
 
 Conversions are slow, so one export of a tiny conv VAE (every graph, format and
 precision) is shared by the tests of this module.
@@ -54,12 +54,12 @@ def full(shared, make_vae, tmp_path_factory):
 
 @pytest.fixture
 def conditional(shared, make_vae, tmp_path_factory):
-    """A conditional (4 classes) mlp VAE: decoder in ONNX and TFLite (fp32, int8_full)."""
+    """A conditional (4 classes) mlp VAE: decoder in ONNX and LiteRT (fp32, int8_full)."""
     if "conditional" not in shared:
         model = make_vae("mlp", latent_dim=LATENT, num_classes=4)
         out = tmp_path_factory.mktemp("export") / "conditional"
         manifest = keras_vae.export.export(
-            model, out, formats="onnx,tflite", quantize="int8_full", graphs=("decoder",),
+            model, out, formats="onnx,litert", quantize="int8_full", graphs=("decoder",),
             class_names=["zero", "one", "two", "three"])
         shared["conditional"] = model, out, manifest
     return shared["conditional"]
@@ -129,12 +129,12 @@ def test_onnx_matches_keras(full, batch):
 
 
 @pytest.mark.parametrize("batch", [1, 6])
-def test_tflite_matches_keras(full, batch):
+def test_litert_matches_keras(full, batch):
     model, out, manifest = full
     z = np.random.default_rng(batch).standard_normal((batch, LATENT), dtype=np.float32)
     want = decode(model, z)
     for precision in ("fp32", "fp16", "int8_dynamic", "int8_full"):
-        path = out / entry(manifest, "decoder", "tflite", precision)["path"]
+        path = out / entry(manifest, "decoder", "litert", precision)["path"]
         runner = Interpreter(model_path=str(path)).get_signature_runner("serving_default")
         got = runner(z=z)["x"]
         assert got.shape == (batch, 8, 8, 1) and got.dtype == np.float32
@@ -281,13 +281,13 @@ def test_manifest_describes_every_file(full):
     proto = onnx.load(str(out / dec["path"]))
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     onnx.checker.check_model(proto, full_check=True)
-    scorer = entry(manifest, "scorer", "tflite")
+    scorer = entry(manifest, "scorer", "litert")
     assert [i["name"] for i in scorer["inputs"]] == ["image", "eps"]
     assert scorer["outputs"] == [{"name": "negative_elbo", "shape": [None], "dtype": "float32"}]
     assert "eps = 0" in manifest["graphs"]["scorer"]["meaning"]
 
 
-def test_tflite_files_have_no_flex_or_custom_ops(full):
+def test_litert_files_have_no_flex_or_custom_ops(full):
     _, out, _ = full
     files = sorted(out.glob("*.tflite"))
     assert len(files) == 6
@@ -347,9 +347,9 @@ def test_subpixel_form_equals_transposed_conv():
         assert not subpixel.applies(other)
 
 
-def test_tflite_decoder_has_no_transposed_convs(full):
+def test_litert_decoder_has_no_transposed_convs(full):
     model, out, manifest = full
-    decoder = entry(manifest, "decoder", "tflite")
+    decoder = entry(manifest, "decoder", "litert")
     assert decoder["rewrites"] == {"transposed_convs_as_subpixel": 2}
     assert "TRANSPOSE_CONV" not in decoder["ops"] and "DEPTH_TO_SPACE" in decoder["ops"]
     # the ONNX decoder keeps ConvTranspose, which onnxruntime runs faster
@@ -414,6 +414,34 @@ def test_samplers_match_keras_without_tensorflow(full, edge, tmp_path, script, p
     assert diff.max() <= (1 if precision == "fp32" else 8)
 
 
+def test_litert_sampler_reads_manifests_that_name_the_format_tflite(full, edge, tmp_path):
+    model, out, manifest = full
+    assert {e["format"] for e in manifest["files"]} == {"savedmodel", "onnx", "litert"}
+    old = _copy(out, tmp_path)
+
+    def name_tflite(m):
+        for e in m["files"]:
+            e["format"] = "tflite" if e["format"] == "litert" else e["format"]
+
+    _rewrite_manifest(old, name_tflite)
+    for folder, npy in ((out, tmp_path / "new.npy"), (old, tmp_path / "old.npy")):
+        r = run_edge(edge, "sample_litert.py", folder, "--n", 3, "--seed", 1, "--out", npy)
+        assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "old.npy"), np.load(tmp_path / "new.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "old.npy"),
+                               decode(model, keras_vae.prior_z(3, LATENT, seed=1)), atol=1e-5)
+
+
+def test_tflite_is_another_name_of_the_litert_format():
+    assert "litert" in keras_vae.export.FORMATS and "tflite" not in keras_vae.export.FORMATS
+    assert keras_vae.export.get("tflite") is keras_vae.export.get("litert")
+    assert keras_vae.export.filename("decoder", "tflite", "int8_full") == "decoder.int8_full.tflite"
+    assert keras_vae.export.filename("decoder", "litert") == "decoder.tflite"
+    assert keras_vae.export.export_tflite is keras_vae.export.export_litert
+    with pytest.raises(ValueError, match="valid names: .*'litert'"):
+        keras_vae.export.get("lite")
+
+
 def test_sampler_interpolates_between_seeds(full, edge, tmp_path):
     model, out, _ = full
     r = run_edge(edge, "sample_onnx.py", out, "--interpolate", 4, 9, "--steps", 5,
@@ -443,7 +471,7 @@ def test_conditional_export_and_sampling(conditional, edge, tmp_path):
     model, out, manifest = conditional
     assert manifest["num_classes"] == 4
     assert manifest["class_names"] == ["zero", "one", "two", "three"]
-    dec = entry(manifest, "decoder", "tflite", "int8_full")
+    dec = entry(manifest, "decoder", "litert", "int8_full")
     assert dec["inputs"][1] == {"name": "label", "shape": [None], "dtype": "int32"}
     z = keras_vae.prior_z(6, LATENT, seed=2)
     labels = np.resize(np.array([1, 3], np.int32), 6)
@@ -570,7 +598,7 @@ def test_refuses_decoder_with_random_ops(make_vae, tmp_path):
     logits = keras.layers.Reshape((8, 8, 1))(keras.layers.Dense(64)(AlwaysNoisy()(z)))
     model = keras_vae.VAE(base.encoder, keras.Model([z], logits, name="decoder"))
     for fn, name in ((keras_vae.export.export_onnx, "decoder.onnx"),
-                     (keras_vae.export.export_tflite, "decoder.tflite"),
+                     (keras_vae.export.export_litert, "decoder.tflite"),
                      (keras_vae.export.export_saved_model, "decoder_savedmodel")):
         with pytest.raises(keras_vae.export.ExportError, match="random ops.*Random"):
             fn(model, tmp_path / name)
@@ -601,7 +629,7 @@ def test_mixed_precision_model_exports_float32(make_vae, tmp_path, policy):
     finally:
         keras.config.set_dtype_policy("float32")
     assert model.decoder.layers[-2].compute_dtype == policy.removeprefix("mixed_")
-    manifest = keras_vae.export.export(model, tmp_path / "mixed", formats="onnx,tflite",
+    manifest = keras_vae.export.export(model, tmp_path / "mixed", formats="onnx,litert",
                                        graphs="decoder")
     assert manifest["model"]["trained_dtype_policy"] == policy
     proto = onnx.load(str(tmp_path / "mixed" / "decoder.onnx"))
@@ -628,7 +656,7 @@ def test_bad_arguments_are_named(full, tmp_path):
     model = full[0]
     with pytest.raises(ValueError, match="valid names.*onnx"):
         keras_vae.export.export(model, tmp_path / "a", formats="pdf")
-    with pytest.raises(ValueError, match="needs format tflite"):
+    with pytest.raises(ValueError, match="needs format litert"):
         keras_vae.export.export(model, tmp_path / "b", formats="onnx", quantize="fp16")
     with pytest.raises(ValueError, match="float32 only"):
         keras_vae.export.export_saved_model(model, tmp_path / "c", quantize="int8_full")
@@ -642,7 +670,7 @@ def test_bad_arguments_are_named(full, tmp_path):
 def test_failed_check_leaves_no_file(full, tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "FP32_TOLERANCE", -1.0)  # every comparison now fails
     with pytest.raises(keras_vae.export.ExportError, match="tolerance"):
-        keras_vae.export.export_tflite(full[0], tmp_path / "decoder.tflite")
+        keras_vae.export.export_litert(full[0], tmp_path / "decoder.tflite")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -660,6 +688,8 @@ def test_cli_export_prints_table(full, tmp_path, capsys):
         assert name in printed
     manifest = reader.read_manifest(tmp_path / "export")
     assert len(manifest["files"]) == 3
+    # `tflite` names the litert format; the manifest says litert.
+    assert sorted(e["format"] for e in manifest["files"]) == ["litert", "litert", "onnx"]
     code = cli.main(["export", str(tmp_path / "model.keras"), "--formats", "pdf",
                      "--out", str(tmp_path / "x")])
     assert code == 2 and "valid names" in capsys.readouterr().err

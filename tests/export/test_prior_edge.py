@@ -73,7 +73,7 @@ def test_the_manifests_prior_gives_keras_z_bit_for_bit(kind):
 def test_onnxruntime_and_litert_samplers_draw_what_keras_draws(kind, tmp_path):
     vae = MODELS[kind]()
     export_dir = tmp_path / "export"
-    written = keras_vae.export.export(vae, export_dir, formats="onnx,tflite",
+    written = keras_vae.export.export(vae, export_dir, formats="onnx,litert",
                                       graphs=("decoder",))
     assert written["prior"]["type"] == "mixture"
     device = tmp_path / "device"
@@ -106,7 +106,7 @@ def test_parity_and_calibration_codes_come_from_the_models_prior():
 def test_int8_decoder_of_a_mixture_prior_model_is_calibrated_on_its_codes(tmp_path):
     vae = MODELS["mixture"]()
     vae.prior.means.assign(vae.prior.means.numpy() + 6.0)  # codes N(0, I) calibration misses
-    keras_vae.export.export(vae, tmp_path / "export", formats="tflite", quantize="int8_full",
+    keras_vae.export.export(vae, tmp_path / "export", formats="litert", quantize="int8_full",
                             graphs=("decoder",))
     out = subprocess.run([sys.executable, "sample_litert.py", ".", "--precision", "int8_full",
                           "--n", "64", "--seed", "4", "--out", "x.npy"], cwd=tmp_path / "export",

@@ -310,3 +310,17 @@ def test_a_prior_table_the_recipes_refuse_is_a_one_line_error(folder, capsys, pr
     """`recipes.sample_prior` raises a plain ValueError; the sampler reports it like the rest."""
     rewrite(folder, lambda m: m.update(prior=prior))
     refused(folder, capsys, message)
+
+
+@pytest.mark.parametrize("written", ["litert", "tflite"])
+@pytest.mark.parametrize("asked", ["litert", "tflite"])
+def test_find_file_takes_tflite_and_litert_for_each_other(written, asked):
+    manifest = {"files": [
+        {"path": "decoder.onnx", "graph": "decoder", "format": "onnx", "precision": "fp32"},
+        {"path": "decoder.tflite", "graph": "decoder", "format": written, "precision": "fp32"},
+    ]}
+    assert reader.find_file(manifest, "decoder", asked, "fp32")["path"] == "decoder.tflite"
+    assert reader.find_file(manifest, "decoder", "onnx", "fp32")["path"] == "decoder.onnx"
+    with pytest.raises(reader.EdgeError, match=f"no decoder in {asked} at precision int8_full; "
+                                               f"it has: .*decoder/{written}/fp32"):
+        reader.find_file(manifest, "decoder", asked, "int8_full")

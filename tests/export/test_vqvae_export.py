@@ -1,4 +1,4 @@
-"""VQ-VAE export: decoder/encoder/prior graphs in ONNX and TFLite, manifest, edge sampling."""
+"""VQ-VAE export: decoder/encoder/prior graphs in ONNX and LiteRT, manifest, edge sampling."""
 
 import os
 import subprocess
@@ -21,14 +21,14 @@ def _images(n=48, seed=0):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny VQ-VAE with a trained prior, exported to ONNX and TFLite."""
+    """A tiny VQ-VAE with a trained prior, exported to ONNX and LiteRT."""
     x = _images()
     model = VQVAE(image_shape=(8, 8, 1), codebook_size=8, code_dim=4, seed=0)
     model.compile()
     model.fit(x, batch_size=16, epochs=2, verbose=0)
     code_prior.train_prior(model, x, epochs=3, filters=8, blocks=1, verbose=0)
     out = tmp_path_factory.mktemp("vq") / "export"
-    manifest = keras_vae.export.export(model, out, formats="onnx,tflite",
+    manifest = keras_vae.export.export(model, out, formats="onnx,litert",
                                        graphs="decoder,encoder,prior")
     return model, out, manifest
 
@@ -56,12 +56,12 @@ def test_export_files_pass_parity_and_the_manifest_describes_codes(trained):
     model, out, manifest = trained
     files = {(e["graph"], e["format"]): e for e in manifest["files"]}
     assert set(files) == {(g, f) for g in ("decoder", "encoder", "prior")
-                          for f in ("onnx", "tflite")}
+                          for f in ("onnx", "litert")}
     for entry in files.values():
         assert entry["parity"]["max_abs_error"] <= entry["parity"]["tolerance"]
     assert files["encoder", "onnx"]["outputs"][0] == {"name": "indices", "shape": [None, 2, 2],
                                                       "dtype": "int32"}
-    assert "ARG_MIN" in files["encoder", "tflite"]["ops"]
+    assert "ARG_MIN" in files["encoder", "litert"]["ops"]
     assert manifest["latent_dim"] is None
     assert manifest["codes"] == {"grid_shape": [2, 2], "codebook_size": 8, "code_dim": 4}
     assert manifest["prior"]["type"] == "autoregressive_codes"
@@ -113,7 +113,7 @@ def test_int8_decoder_calibrates_on_code_indices(tmp_path):
     """Full-integer quantization calibrates a graph of integer codes on valid code grids
     (there is no z to draw), and the int8 decoder stays within its PSNR bound of Keras."""
     model = VQVAE(image_shape=(8, 8, 1), codebook_size=8, code_dim=4, seed=0)
-    manifest = keras_vae.export.export(model, tmp_path / "export", formats="tflite",
+    manifest = keras_vae.export.export(model, tmp_path / "export", formats="litert",
                                        quantize="int8_full", graphs="decoder")
     entry = next(f for f in manifest["files"] if f["precision"] == "int8_full")
     assert entry["graph"] == "decoder" and entry["inputs"][0]["name"] == "indices"
