@@ -104,9 +104,9 @@ def held_out_code_density(model, test_x) -> float:
     """Mean log-density of the held-out posterior means under the model's sampling prior."""
     import keras_vae
 
-    codes = keras_vae.parts.priors.aggregate_codes(model, test_x)
+    z = keras_vae.parts.priors.aggregate_latents(model, test_x)
     prior = model.prior if model.sampling_prior is None else model.sampling_prior
-    return float(np.mean(prior.log_prob(codes)))
+    return float(np.mean(prior.log_prob(z)))
 
 
 def run_seed(seed: int, args, data, test_x, train_static) -> list[dict]:

@@ -6,7 +6,7 @@ One run times, side by side on the same machine and thread setting:
 - a direct Keras call in a `tf.function`, and the same with XLA (`jit_compile=True`),
 - the exported SavedModel signature,
 - onnxruntime on the float32 and int8 (dynamic) ONNX files,
-- LiteRT on the float32, fp16, int8-dynamic and full-int8 TFLite files,
+- LiteRT on the float32, fp16, int8-dynamic and full-int8 `.tflite` files,
 
 and, as a yardstick in the same run, the keras.io example's decoder
 (`reference_kerasio.build_decoder`, 11.4 MFLOP) converted with tf2onnx and
@@ -225,7 +225,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "export"
         manifest = keras_vae.export.export(
-            model, out, formats=("savedmodel", "onnx", "tflite"),
+            model, out, formats=("savedmodel", "onnx", "litert"),
             quantize=("fp16", "int8_dynamic", "int8_full"), graphs=("decoder",))
         files = {(e["format"], e["precision"]): out / e["path"] for e in manifest["files"]}
         runners = keras_runners(model)
@@ -234,7 +234,7 @@ def main(argv=None) -> dict:
             runners[f"onnxruntime {precision}"] = onnx_runner(files["onnx", precision],
                                                               args.threads)
         for precision in ("fp32", "fp16", "int8_dynamic", "int8_full"):
-            runners[f"litert {precision}"] = litert_runner(files["tflite", precision],
+            runners[f"litert {precision}"] = litert_runner(files["litert", precision],
                                                            args.threads)
         parity = {f"{e['format']} {e['precision']}": e["parity"] for e in manifest["files"]}
         kerasio_decode, reference_flops = kerasio_onnx_runner(model, args.threads, Path(tmp))

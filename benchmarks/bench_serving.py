@@ -1,7 +1,7 @@
 """Serving under concurrency: requests/s and p50/p99 latency of batch-1 decoding and scoring.
 
-Four servers run side by side on 127.0.0.1, each in its own process(es),
-and are called five ways:
+Four servers (five with `ours-uvicorn-workers`) run side by side on
+127.0.0.1, each in its own process(es), and are called five (six) ways:
 
 - `ours`: `export/serve.py` over the ONNX export with `--workers 2` (one
   server process per core, connections handed out in turn), each coalescing

@@ -6,10 +6,12 @@ connection to the next worker over a Unix socket (round robin);
 `worker_server` is the uvicorn server inside a worker that adopts them.
 
 Why not uvicorn's own `--workers` (one socket shared by N processes, each
-accepting): uvicorn's listener accepts every connection waiting when it
-wakes, so a burst of connections lands on whichever worker woke first.
-`benchmarks/serving_balance.py` measures it; the figure is in
-docs/serving.md ("Workers").
+accepting): a worker's event loop accepts every connection waiting when it
+wakes, so connections opened together (a client's pool, a load generator)
+land mostly on whichever worker woke first, and keep-alive connections stay
+there. `benchmarks/serving_balance.py` (the split) and
+`benchmarks/bench_serving.py --systems ours ours-uvicorn-workers` (requests/s,
+p99) measure it; the figures are in docs/serving.md ("Workers").
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ edge sampler `export/sample_onnx.py` in a separate process, and writes:
 
     OUT/model.keras, history.json, samples.png, reconstructions.png   (train)
     OUT/evaluation.json                                                 (evaluate)
-    OUT/export/  decoder/encoder/scorer in SavedModel, ONNX, TFLite     (export)
+    OUT/export/  decoder/encoder/scorer in SavedModel, ONNX, LiteRT     (export)
     OUT/onnx_samples.png, OUT/onnx_interpolation.png                    (edge sampler)
 
 Without the shared MNIST digits it falls back to scikit-learn's 8x8 `digits`
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     (out / "evaluation.json").write_text(report)
 
     _step("Export decoder, encoder and scorer (each checked against Keras)")
-    _keras_vae("export", out / "model.keras", "--formats", "savedmodel,onnx,tflite",
+    _keras_vae("export", out / "model.keras", "--formats", "savedmodel,onnx,litert",
                "--quantize", "fp16,int8", "--out", out / "export", "--overwrite")
 
     _step("Sample on onnxruntime with the TensorFlow-free edge sampler")

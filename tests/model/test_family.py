@@ -160,14 +160,14 @@ def test_the_manifest_names_the_family_and_keeps_its_latents():
 def test_wrong_kind_names_the_family_and_the_command_to_use():
     vq = family_of(VQVAE)
     with pytest.raises(ValueError) as e:
-        vq.require(family.CONTINUOUS, "fit-prior", "runs/vq/model.keras")
-    assert str(e.value) == ("fit-prior needs continuous latents; runs/vq/model.keras is a vqvae "
-                            "(discrete codes): use train-prior")
+        vq.require(family.CONTINUOUS, "fit-sampler", "runs/vq/model.keras")
+    assert str(e.value) == ("fit-sampler needs continuous latents; runs/vq/model.keras is a "
+                            "vqvae (discrete codes): use train-code-prior")
     with pytest.raises(ValueError) as e:
-        family_of(TCVAE).require(family.CODES, "train-prior", "model.keras")
-    assert str(e.value) == ("train-prior needs discrete codes; model.keras is a vae "
-                            "(continuous latents): use fit-prior")
+        family_of(TCVAE).require(family.CODES, "train-code-prior", "model.keras")
+    assert str(e.value) == ("train-code-prior needs discrete codes; model.keras is a vae "
+                            "(continuous latents): use fit-sampler")
     with pytest.raises(ValueError) as e:
         vq.require(family.CONTINUOUS, "score", "m.keras")
     assert str(e.value) == "score needs continuous latents; m.keras is a vqvae (discrete codes)"
-    vq.require(family.CODES, "train-prior", "m.keras")  # the right kind: no error
+    vq.require(family.CODES, "train-code-prior", "m.keras")  # the right kind: no error

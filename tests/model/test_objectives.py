@@ -229,7 +229,7 @@ def test_cli_train_objective_flags(tmp_path, capsys):
     rc = cli.main(["train", "--dataset", "digits", "--split", "train[:256]", "--arch", "mlp",
                    "--latent-dim", "3", "--epochs", "1", "--batch-size", "64", "--verbose", "0",
                    "--kl-warmup", "40", "--kl-schedule", "cyclical", "--free-bits", "0.2",
-                   "--validation-split", "0", "--out", str(out)])
+                   "--validation-fraction", "0", "--out", str(out)])
     assert rc == 0
     model = keras_vae.saving.load_model(out / "model.keras")
     assert model.kl_schedule.get_config()["period"] == 40

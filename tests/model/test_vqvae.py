@@ -221,7 +221,7 @@ def test_cli_trains_a_vqvae_then_its_prior_then_exports_it(tmp_path, capsys):
     history = json.loads((run / "history.json").read_text())["history"]
     assert {"perplexity", "codebook_usage", "val_reconstruction_loss"} <= set(history)
     capsys.readouterr()
-    assert cli.main(["train-prior", str(run / "model.keras"), "--dataset", "digits",
+    assert cli.main(["train-code-prior", str(run / "model.keras"), "--dataset", "digits",
                      "--split", "train[:90%]", "--test-split", "train[90%:]", "--epochs", "1",
                      "--verbose", "0"]) == 0
     out = capsys.readouterr().out
@@ -236,7 +236,7 @@ def test_cli_trains_a_vqvae_then_its_prior_then_exports_it(tmp_path, capsys):
                      "--split", "train[90%:]"]) == 0
     evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert evaluated["negative_elbo"] == pytest.approx(figure["negative_elbo"], rel=1e-4)
-    assert cli.main(["train-prior", str(run / "history.json"), "--dataset", "digits"]) == 2
+    assert cli.main(["train-code-prior", str(run / "history.json"), "--dataset", "digits"]) == 2
     assert cli.main(["export", str(run / "model_prior.keras"), "--formats", "onnx",
                      "--out", str(tmp_path / "export")]) == 0
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())

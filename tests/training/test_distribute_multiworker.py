@@ -51,7 +51,7 @@ def test_two_workers_agree_and_only_the_chief_writes(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     args = ["train", "--strategy", "multiworker", "--dataset", "digits", "--split",
             "train[:256]", "--arch", "mlp", "--latent-dim", "2", "--epochs", "2",
-            "--batch-size", "32", "--validation-split", "0", "--binarize", "static",
+            "--batch-size", "32", "--validation-fraction", "0", "--binarize", "static",
             "--seed", "3", "--verbose", "0", "--out", str(tmp_path / "run")]
     procs = []
     for index in range(2):
