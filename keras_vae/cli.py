@@ -1,4 +1,4 @@
-"""The `keras-vae` command line: train, evaluate, score, sample, fit-sampler, train-code-prior, export.
+"""The `keras-vae` commands: train, evaluate, score, sample, fit-sampler, train-code-prior, export.
 
 Each command parses its arguments and calls library functions.
 """

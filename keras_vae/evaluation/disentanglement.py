@@ -180,11 +180,12 @@ def dci(latents, factors, *, train_fraction: float = 0.8, n_estimators: int = 50
     trees split on irrelevant dimensions whenever the relevant one is not
     offered, and perfect 5-factor latents scored 0.54.
 
-    With `P_ij = R_ij / sum_j R_ij`, disentanglement is `sum_i rho_i (1 - H_k(P_i.))` with `rho_i` latent `i`'s
-    share of all importance and `H_k` the entropy in base `k`; completeness is
-    the mean over factors of `1 - H_d(R_.j / sum_i R_ij)`; informativeness is
-    the forests' mean coefficient of determination R^2 on the held-out part,
-    clipped to [0, 1] (1: the latents predict every factor exactly).
+    With `P_ij = R_ij / sum_j R_ij`, disentanglement is `sum_i rho_i (1 - H_k(P_i.))`
+    with `rho_i` latent dimension `i`'s share of all importance and `H_k` the
+    entropy in base `k`; completeness is the mean over factors of
+    `1 - H_d(R_.j / sum_i R_ij)`; informativeness is the forests' mean
+    coefficient of determination R^2 on the held-out part, clipped to [0, 1]
+    (1: the latents predict every factor exactly).
 
     Args:
         latents: `(n, d)` latents.

@@ -19,15 +19,15 @@ import pkgutil
 
 from keras_vae.models import built, family, signatures  # noqa: I001 (in dependency order)
 from keras_vae.models import vae, tcvae, vaegan, vqvae
-
-# The families nobody imports by name register here (their module's last line).
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
 from keras_vae.models.family import CODES, CONTINUOUS, FAMILIES, Family, Option, family_of
 from keras_vae.models.tcvae import TCVAE
 from keras_vae.models.vae import VAE
 from keras_vae.models.vaegan import VAEGAN
 from keras_vae.models.vqvae import VQVAE
+
+# The families nobody imports by name register here (their module's last line).
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["CODES", "CONTINUOUS", "FAMILIES", "TCVAE", "VAE", "VAEGAN", "VQVAE", "Family",
            "Option", "built", "family", "family_of", "signatures", "tcvae", "vae", "vaegan",

@@ -127,7 +127,7 @@ class Family:
 
     @property
     def prior_command(self) -> str:
-        """The command that fits the sampler of its latents (`fit-sampler`, `train-code-prior`)."""
+        """The command that fits what samples its latents (`fit-sampler`, `train-code-prior`)."""
         return LATENT_KINDS[self.latent_kind]["prior_command"]
 
     def graphs(self, model) -> dict:

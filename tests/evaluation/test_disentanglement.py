@@ -154,7 +154,7 @@ def test_bad_inputs_are_named():
     codes, factors = np.zeros((10, 3)), np.zeros((9, 2), dtype=int)
     with pytest.raises(ValueError, match="one per example"):
         dis.mig(codes, factors)
-    with pytest.raises(ValueError, match="at least 2 code dimensions"):
+    with pytest.raises(ValueError, match="at least 2 latent dimensions"):
         dis.mig(np.zeros((10, 1)), np.zeros((10, 2), dtype=int))
     with pytest.raises(ValueError, match="No factor varies"):
         dis.mig(np.random.default_rng(0).random((10, 3)), np.zeros((10, 2), dtype=int))
