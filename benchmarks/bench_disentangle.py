@@ -17,11 +17,11 @@ images, which neither model saw:
 - the total correlation of the posterior on held-out batches of
   `--batch-size` (the same minibatch-weighted sampling estimate the TCVAE
   trains on, `tcvae.tc_decomposition`, for both models, so the two compare;
-  its absolute value carries MWS's offset, see `keras_vae/tcvae.py`), and the
+  its absolute value carries MWS's offset, see `keras_vae/models/tcvae.py`), and the
   TC the TCVAE logged on its last training epoch;
 - the number of active latent units (`evaluation.latent_statistics`).
 
-It also writes `traversal_<system>_<seed>.png` per model: starting at the code
+It also writes `traversal_<system>_<seed>.png` per model: starting at the latent
 of the first held-out image, one latent dimension per row moved over
 `linspace(-2.5, 2.5, 9)`, rows ordered by KL (most informative first).
 

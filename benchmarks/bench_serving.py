@@ -22,7 +22,7 @@ Four servers (five with `ours-uvicorn-workers`) run side by side on
   behind serve.py's own process model (docs/serving.md, "Workers").
 
 N clients (asyncio, one keep-alive connection each, in this process) send
-batch-1 requests back to back for `--seconds`: a decode (one latent code ->
+batch-1 requests back to back for `--seconds`: a decode (one latent ->
 one image) and a score (one image -> its negative ELBO). Segments are
 interleaved (round by round, every system and task) so that the load of a
 shared machine falls on all of them alike. The same request gives the same
@@ -164,8 +164,8 @@ DEFAULT_SYSTEMS = ["ours", "ours-binary", "ours-one-worker", "ours-no-coalescing
                    "flask-predict"]
 
 
-def build_requests(system: str, task: str, codes, images) -> list[bytes]:
-    """HTTP requests: one batch-1 request per code or image, in the system's API.
+def build_requests(system: str, task: str, latents, images) -> list[bytes]:
+    """HTTP requests: one batch-1 request per latent or image, in the system's API.
 
     ours: KServe v2 JSON for decoding, `/v1/score` JSON for scoring; ours-binary:
     KServe v2 with the binary tensor extension (what tritonclient sends), the
@@ -175,14 +175,14 @@ def build_requests(system: str, task: str, codes, images) -> list[bytes]:
 
     server, encoding = SYSTEMS[system]
     requests = []
-    for z, x in zip(codes, images):
+    for z, x in zip(latents, images):
         headers = {"Content-Type": "application/json"}
         if encoding == "binary":
             if task == "decode":
                 path, tensors, output = "/v2/models/decoder/infer", {"z": z[None]}, "x"
             else:
                 path, output = "/v2/models/scorer/infer", "negative_elbo"
-                tensors = {"image": x[None], "eps": np.zeros((1, len(codes[0])), np.float32)}
+                tensors = {"image": x[None], "eps": np.zeros((1, len(latents[0])), np.float32)}
             head = json.dumps({
                 "inputs": [{"name": name, "shape": list(a.shape), "datatype": "FP32",
                             "parameters": {"binary_data_size": a.nbytes}}
@@ -354,7 +354,7 @@ def main(argv=None) -> dict:
 
     model = build_model(args)
     rng = np.random.default_rng(0)
-    codes = rng.standard_normal((64, model.latent_dim), dtype=np.float32)
+    latents = rng.standard_normal((64, model.latent_dim), dtype=np.float32)
     images = rng.random((64, *model.image_shape), dtype=np.float32)
     servers, rows = {}, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -392,7 +392,7 @@ def main(argv=None) -> dict:
             for system in args.systems:
                 port = servers[SYSTEMS[system][0]].port
                 for task in args.tasks:
-                    requests[system, task] = build_requests(system, task, codes, images)
+                    requests[system, task] = build_requests(system, task, latents, images)
                     # The same request gives the same numbers on every server.
                     got = answer_numbers(requests[system, task][0], port, task)
                     want = reference.setdefault(task, got)

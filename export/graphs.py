@@ -101,7 +101,7 @@ class Graph:
         return None if low_high is None else low_high[1] - low_high[0]
 
     def random_inputs(self, batch: int, rng: np.random.Generator) -> dict:
-        """Inputs for parity checks: prior codes, N(0, 1) noise, U[0, 1) images, valid labels."""
+        """Inputs for parity checks: prior draws of z, N(0, 1) noise, U[0, 1) images, valid labels."""
         feeds = {}
         ranges = self.signature.input_ranges or {}
         for name, shape, _ in self.inputs:
@@ -119,10 +119,10 @@ class Graph:
         return feeds
 
     def prior_draws(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """`(n, latent_dim)` codes from the prior the model samples from, as the edge draws them.
+        """`(n, latent_dim)` latents from the prior the model samples from, as the edge draws them.
 
         The manifest's table (the family's `manifest_latents`): a mixture
-        prior's codes may lie far from N(0, I)'s, and the decoder is checked
+        prior's draws may lie far from N(0, I)'s, and the decoder is checked
         and calibrated where it will run. N(0, I) for latents without a table
         (the same draws as `rng.standard_normal`).
         """

@@ -71,7 +71,7 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
         EdgeError: interpolation asked for, a bad `--n`, a missing or bad file.
     """
     if args.interpolate:
-        raise EdgeError("--interpolate needs continuous codes; a VQ-VAE export draws "
+        raise EdgeError("--interpolate needs continuous latents; a VQ-VAE export draws "
                         "discrete code grids (use --n and --seed).")
     prior = manifest["prior"]
     try:

@@ -1,21 +1,20 @@
 """keras-vae: variational autoencoders for Keras 3, from `model.fit` to the edge.
 
 `import keras_vae` registers every model part with Keras (so
-`keras.saving.load_model` works in a fresh process) and exposes every module
-the docs use. The layers, bottom up (imports only point down):
+`keras.saving.load_model` works in a fresh process) and exposes the public
+classes. Its folders are its layers, bottom up (imports only point down;
+docs/architecture.md draws them):
 
-- leaves: `version`, `registry`, `signatures`, `recipes` (numpy only, shared
-  with the device code: checksums, atomic writes, prior draws, slerp, grids);
-- `files`, `data` (sources, checks, pipeline, batches), `blocks`,
-  `likelihoods`, `posterior`, `priors`, `objectives`, `distribute`;
-- `networks`, `sequences`, `saving`, then the models: `vae`, its variant
-  `tcvae` (beta-TCVAE), `vaegan` (VAE-GAN), and `vqvae` (with its learned prior over code grids,
-  `code_prior`);
-- uses of a model: `evaluation`, `quality` (sample quality), `disentanglement`,
-  `anomaly`, `latent`, `corruption`,
-  `augmentation`, `pictures`, `callbacks`, `training` (`training.run` is
-  everything `keras-vae train` does);
-- `export`: the exporters (loaded on first use) and the device bundle;
+- `recipes` (numpy only, shared with the device code: checksums, atomic writes,
+  prior draws, code grids, slerp, grids, the label check), `version`, `registry`;
+- `backend` (TensorFlow, imported quietly), `compat` (Keras-private names),
+  `files`, `saving`;
+- `data/`: sources, checks, the tf.data pipeline, batches;
+- `parts/`: networks, likelihoods, posterior, priors, objectives, the code prior;
+- `models/`: the families (`vae`, `tcvae`, `vaegan`, `vqvae`) and `FAMILIES`;
+- `evaluation/`, `uses/`, `training/`: what is done with a model;
+- `keras_vae.export` (the repository's top-level `export/` folder): the
+  exporters and the device programs; import it by name (`import keras_vae.export`);
 - on top, the entry points `cli` and `demo`.
 """
 
@@ -36,7 +35,7 @@ if not _device_command():
 
     _backend.quiet_import()
     from keras_vae import data, files, registry, saving  # noqa: I001 (in dependency order)
-    from keras_vae import parts, models, evaluation, uses, training, export
+    from keras_vae import parts, models, evaluation, uses, training
     from keras_vae.models import VAE, TCVAE, VAEGAN, VQVAE
     from keras_vae.models.vqvae import VectorQuantizer
     from keras_vae.parts.likelihoods import Bernoulli, Gaussian, GaussianPixel
@@ -53,6 +52,6 @@ __all__ = [
     "VAE", "TCVAE", "VAEGAN", "VQVAE", "Bernoulli", "DiagonalGaussian", "FittedMixture", "Gaussian",
     "GaussianPixel", "MixturePrior", "Sampling", "StandardNormal", "VampPrior",
     "VectorQuantizer", "__version__", "prior_z",
-    "data", "evaluation", "export", "files", "models", "parts", "registry", "saving", "training",
+    "data", "evaluation", "files", "models", "parts", "registry", "saving", "training",
     "uses",
 ]

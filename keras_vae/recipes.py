@@ -224,7 +224,7 @@ def autoregressive_codes(run_logits, n: int, grid_shape, codebook_size: int,
     return codes
 
 
-# Below this angle (radians) between two codes, slerp is numerically lerp.
+# Below this angle (radians) between two latents, slerp is numerically lerp.
 SLERP_MIN_ANGLE = 1e-4
 
 
@@ -232,15 +232,15 @@ def slerp(start, end, steps: int = 8) -> np.ndarray:
     """Spherical interpolation along the great circle from `start` to `end`.
 
     `z(t) = sin((1 - t) w) / sin(w) * start + sin(t w) / sin(w) * end`, with
-    `w` the angle between the codes: the angle to `start` grows linearly in
-    t, and between codes of equal norm every point keeps that norm (a linear
+    `w` the angle between the latents: the angle to `start` grows linearly in
+    t, and between latents of equal norm every point keeps that norm (a linear
     path cuts through the low-density centre of a Gaussian prior instead).
-    Zero, nearly parallel or nearly opposite codes (`sin(w)` ~ 0, no unique
+    Zero, nearly parallel or nearly opposite latents (`sin(w)` ~ 0, no unique
     great circle) fall back to linear interpolation. Computed in float64.
 
     Args:
-        start: Code `(latent_dim,)`.
-        end: Code `(latent_dim,)`.
+        start: Latent `(latent_dim,)`.
+        end: Latent `(latent_dim,)`.
         steps: Number of points, endpoints included (>= 2).
 
     Returns:
@@ -248,12 +248,12 @@ def slerp(start, end, steps: int = 8) -> np.ndarray:
         last equals `end` exactly.
 
     Raises:
-        ValueError: codes of different shapes or steps < 2.
+        ValueError: latents of different shapes or steps < 2.
     """
     a = np.asarray(start, dtype=np.float64)
     b = np.asarray(end, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"Interpolation needs two codes of the same shape (latent_dim,); got "
+        raise ValueError(f"Interpolation needs two latents of the same shape (latent_dim,); got "
                          f"{a.shape} and {b.shape}.")
     if int(steps) < 2:
         raise ValueError(f"steps must be >= 2 (the two endpoints), got {steps}")

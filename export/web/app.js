@@ -154,10 +154,10 @@ async function loadSession(entry) {
 }
 
 /**
- * Decodes `n` codes in the browser.
+ * Decodes `n` latents in the browser.
  *
  * @param {ArrayLike<number>} zFlat n * latentDim values, row-major.
- * @param {number} n number of codes.
+ * @param {number} n number of latents.
  * @param {ArrayLike<number>} [labels] n class ids (conditional exports only).
  * @returns {Promise<Float32Array>} n * h * w * c image means, row-major.
  */

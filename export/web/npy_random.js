@@ -585,7 +585,7 @@ export function interpolate(seedA, seedB, steps, latentDim) {
  * float32, so it equals numpy's unless the two `exp`s (V8's, numpy's) differ
  * in the last double bit right at a float32 rounding boundary.
  *
- * @param {number} n number of codes.
+ * @param {number} n number of latents.
  * @param {*} seed as `toSeed`.
  * @param {ArrayLike<number>} weights (K,) mixture weights summing to 1.
  * @param {ArrayLike<number>} means (K * d) row-major component means.

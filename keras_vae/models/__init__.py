@@ -17,8 +17,7 @@ that line.
 import importlib
 import pkgutil
 
-from keras_vae.models import built, family, signatures  # noqa: I001 (in dependency order)
-from keras_vae.models import vae, tcvae, vaegan, vqvae
+from keras_vae.models import built, family, signatures, tcvae, vae, vaegan, vqvae
 from keras_vae.models.family import CODES, CONTINUOUS, FAMILIES, Family, Option, family_of
 from keras_vae.models.tcvae import TCVAE
 from keras_vae.models.vae import VAE

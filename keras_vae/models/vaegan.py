@@ -151,7 +151,7 @@ class VAEGAN(VAE):
             both the encoder's and the decoder's loss. The default 1 is a
             hybrid that keeps the encoder from ignoring the image while the
             discriminator's features are still uninformative; 0 is Larsen
-            et al.'s pure objective, whose encoder stopped using its code
+            et al.'s pure objective, whose encoder stopped using its latents
             within 3-5 epochs on the shared MNIST digits here (KL 0.5-2 nats,
             blob-like samples; benchmarks/README.md).
         **kwargs: `VAE` arguments. The prior must be `standard_normal` (prior
@@ -254,7 +254,7 @@ class VAEGAN(VAE):
             x: Images `(batch, *image_shape)`.
             labels: Integer labels of a conditional model.
             eps: Reparameterization noise `(batch, latent_dim)`; drawn when None.
-            z_prior: Prior codes `(batch, latent_dim)` for the fakes `x_p`;
+            z_prior: Prior draws `(batch, latent_dim)` for the fakes `x_p`;
                 drawn from N(0, I) when None.
             training: Passed to the networks.
 

@@ -71,7 +71,7 @@ def build_lstm(image_shape, latent_dim, num_classes=0, params_per_pixel=1, units
         h = layers.Dense(dense_units, activation="relu", name="encoder_dense")(h)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     # Start from a narrow posterior (std e^-2 by default): from a unit
-    # variance the sampling noise hides the code from the decoder, which
+    # variance the sampling noise hides z from the decoder, which
     # learns to ignore z before the encoder's means have grown (posterior
     # collapse; docs/variants.md has the figures).
     z_log_var = layers.Dense(latent_dim, name="z_log_var",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import keras_vae
+import keras_vae.export
 from keras_vae import recipes
 from keras_vae.export import manifest as manifest_lib
 from keras_vae.models.vqvae import VQVAE

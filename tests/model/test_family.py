@@ -1,71 +1,54 @@
 """Model families: `family_of`, the registry's views, and a toy family added with one line."""
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from keras import ops
 
 import keras_vae
+import keras_vae.export
 from keras_vae import cli, training
 from keras_vae.export import manifest as manifest_lib
 from keras_vae.models import FAMILIES, Family, Option, family, family_of
-from keras_vae.models.built import BuiltModel
-from keras_vae.models.signatures import GraphSignature
 from keras_vae.models.tcvae import TCVAE
 from keras_vae.models.vaegan import VAEGAN
 from keras_vae.models.vqvae import VQVAE
-from keras_vae.parts import likelihoods
 
-# ------------------------------------------- the toy family (docs/families.md)
+# ------------------------------------------- the toy family (docs/architecture.md)
 
-class Toy(BuiltModel):
-    """An autoencoder whose codes are pulled towards N(0, I): a family in ~30 lines."""
-
-    CONFIG_KEYS = ("image_shape", "latent_dim")
-
-    def __init__(self, image_shape=(4, 4, 1), latent_dim=2, **kwargs):
-        super().__init__(**kwargs)
-        self.image_shape, self.latent_dim = tuple(image_shape), int(latent_dim)
-        self.likelihood = likelihoods.get("bernoulli")
-        self.encoder = keras.Sequential([keras.Input(self.image_shape), keras.layers.Flatten(),
-                                         keras.layers.Dense(self.latent_dim)])
-        self.decoder = keras.Sequential([keras.Input((self.latent_dim,)),
-                                         keras.layers.Dense(int(np.prod(self.image_shape))),
-                                         keras.layers.Reshape(self.image_shape)])
-        self.built = True
-
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            z = self.encoder(x)  # (batch, latent_dim)
-            nll = -self.likelihood.log_prob(x, self.decoder(z))  # (batch,)
-            loss = ops.mean(nll + 0.5 * ops.sum(z**2, axis=-1))
-        grads = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply(grads, self.trainable_variables)
-        return {"loss": loss}
-
-    def export_graphs(self):
-        return {"decoder": GraphSignature(
-            [("z", (self.latent_dim,), "float32")], ("x",),
-            lambda z: {"x": self.likelihood.mean(self.decoder(z))}, "x: image means", (0.0, 1.0))}
-
-    def manifest_latents(self):
-        return {"latent_dim": self.latent_dim, "prior": {"type": "standard_normal"}}
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 
 
-TOY = Family("toy", Toy, family.CONTINUOUS, "a toy autoencoder",
-             options=(Option("--latent-dim", int, 2, "size of z", low=1, high=64),))
+def toy_source() -> str:
+    """The toy family's module as docs/architecture.md prints it."""
+    text = ARCHITECTURE.read_text()
+    section = text[text.index("### A new family: its module plus one line"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
 
 
-@pytest.fixture
-def toy_family():
-    family.register(TOY)  # the one line a family module ends with
-    yield TOY
+@pytest.fixture(scope="module")
+def toy_family(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy") / "toy.py"
+    path.write_text(toy_source())
+    spec = importlib.util.spec_from_file_location("toy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # its last line registers the family
+    yield FAMILIES["toy"]
     FAMILIES.pop("toy")
+    keras.saving.get_custom_objects().pop("keras_vae>Toy")
+
+
+def test_the_documented_toy_is_a_module_plus_one_registration_line():
+    source = toy_source()
+    assert len(source.splitlines()) <= 50
+    assert source.count("family.register(") == 1
+    assert source.rstrip().splitlines()[-2].startswith("family.register(family.Family(\"toy\"")
 
 
 def _binary(n, shape, seed=0):
@@ -73,13 +56,14 @@ def _binary(n, shape, seed=0):
 
 
 def test_toy_family_trains_exports_and_samples_on_the_device(toy_family, tmp_path):
-    model = Toy()
+    model = toy_family.model_class()
     model.compile(keras.optimizers.Adam(1e-2))
     before = [np.array(w) for w in model.get_weights()]
     history = model.fit(_binary(8, (4, 4, 1)), batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    assert family_of(model) is toy_family and training.MODELS.get("toy") is Toy
+    assert family_of(model) is toy_family
+    assert training.MODELS.get("toy") is toy_family.model_class
 
     out = tmp_path / "export"
     manifest = keras_vae.export.export(model, out, formats="onnx")
@@ -137,11 +121,11 @@ def test_training_models_is_the_families_classes():
 
 def test_a_family_name_is_registered_once_and_declares_a_known_kind():
     with pytest.raises(ValueError, match="'vae' is already registered"):
-        family.register(Family("vae", Toy, family.CONTINUOUS))
+        family.register(Family("vae", keras_vae.VAE, family.CONTINUOUS))
     with pytest.raises(ValueError, match="Unknown latent kind 'grid'"):
-        Family("toy", Toy, "grid")
+        Family("toy", keras_vae.VAE, "grid")
     with pytest.raises(ValueError, match="declares a flag twice"):
-        Family("toy", Toy, family.CONTINUOUS,
+        Family("toy", keras_vae.VAE, family.CONTINUOUS,
                options=(Option("--width", int, 1, "a"), Option("--width", int, 2, "b")))
 
 

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_vae
+import keras_vae.export
 from keras_vae import saving, training
 from keras_vae.models.vaegan import VAEGAN, build_discriminator
 
