@@ -32,9 +32,9 @@ def toy_source() -> str:
     return section[start:section.index("\n```", start)]
 
 
-@pytest.fixture(scope="module")
-def toy_family(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy") / "toy.py"
+@pytest.fixture
+def toy_family(tmp_path):
+    path = tmp_path / "toy.py"
     path.write_text(toy_source())
     spec = importlib.util.spec_from_file_location("toy", path)
     module = importlib.util.module_from_spec(spec)
