@@ -34,10 +34,6 @@ MAX_ARCH_OPTION_ITEMS = 64  # layers in a list
 MAX_MESSAGE = 1000  # characters of an error message
 
 
-def _quiet_tensorflow():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 class DeprecatedFlag(argparse.Action):
     """A flag kept one release under its old name: says so on stderr, stores the new one."""
 
@@ -608,7 +604,6 @@ def serve(argv) -> None:
 
 
 def main(argv=None) -> int:
-    _quiet_tensorflow()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["serve"]:
         serve(argv[1:])
