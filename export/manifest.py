@@ -16,7 +16,8 @@ Layout (version 2), read by the edge samplers through `reader.read_manifest`:
   `recipes.autoregressive_codes`;
 - `image`: shape, dtype, `value_range` ([0, 1] or null) and what `x` means;
 - `num_classes` and `class_names` (conditional models);
-- `graphs`: each graph's inputs, outputs and meaning;
+- `graphs`: each graph's inputs, outputs, meaning and `value_range` (the
+  `[low, high]` its float outputs lie in, checked at export and at load, or null);
 - `files`: one entry per file: path, format, graph, precision, opset or
   converter, runtime, input/output names, shapes and dtypes, size, sha256 and
   the parity figures against Keras;
@@ -27,12 +28,15 @@ Layout (version 2), read by the edge samplers through `reader.read_manifest`:
 from __future__ import annotations
 
 import datetime
+import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import keras
 
 from keras_vae import files
+from keras_vae.export import reader
+from keras_vae.export.errors import ExportError
 from keras_vae.export.reader import MANIFEST, MANIFEST_VERSION
 from keras_vae.models.family import family_of
 from keras_vae.version import __version__
@@ -67,8 +71,11 @@ def build(model: keras.Model, entries: list, *, dtype_policy: str = "float32",
     likelihood = getattr(model.likelihood, "name_in_registry", type(model.likelihood).__name__)
     graphs = {}
     for entry in entries:
-        graphs[entry["graph"]] = {"inputs": entry["inputs"], "outputs": entry["outputs"],
-                                  "meaning": signatures[entry["graph"]].meaning}
+        signature = signatures[entry["graph"]]
+        graphs[entry["graph"]] = {
+            "inputs": entry["inputs"], "outputs": entry["outputs"], "meaning": signature.meaning,
+            "value_range": None if signature.value_range is None
+            else [float(v) for v in signature.value_range]}
     return {
         "manifest_version": MANIFEST_VERSION,
         "keras_vae_version": __version__,
@@ -108,7 +115,19 @@ def latents(model: keras.Model) -> dict:
 
 
 def write(manifest: dict, directory) -> Path:
-    """Writes `directory/manifest.json` atomically."""
+    """Writes `directory/manifest.json` atomically, once the device programs' check passes.
+
+    The manifest is checked as a reader will see it (through JSON) by
+    `reader.check_manifest`, the one check of the samplers and the server:
+    an export never writes a manifest they refuse.
+
+    Raises:
+        ExportError: the check's one-line reason.
+    """
+    try:
+        reader.check_manifest(json.loads(json.dumps(manifest)))
+    except reader.EdgeError as e:
+        raise ExportError(f"the export's own manifest fails the device check: {e}") from None
     return files.write_json(manifest, Path(directory) / MANIFEST)
 
 

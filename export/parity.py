@@ -7,6 +7,8 @@ runtime that will load the file and through Keras (eager, float32), then:
 - float32 files must agree within `FP32_TOLERANCE` (max abs error, relative to
   the output's scale: 1e-5 absolute for images in [0, 1], 1e-5 relative for
   the scorer's sums over pixels, whose float32 rounding grows with them);
+- every float output lies in the graph's declared `value_range` (within
+  `reader.VALUE_RANGE_TOLERANCE` of its width), in Keras and in the runtime;
 - fp16 and int8 files report max abs error and PSNR against the float32
   Keras output and must reach `PSNR_BOUNDS[precision]` dB, with the peak
   the image value range (1 for [0, 1] images) or else the largest |output|.
@@ -18,6 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from keras_vae.export import reader
 from keras_vae.export.errors import ExportError
 
 BATCH_SIZES = (1, 7)
@@ -80,6 +83,12 @@ def check(graph, run: Callable[[dict], dict], precision: str, what: str,
                 )
             if not np.all(np.isfinite(out)):
                 raise ExportError(f"{what} output {name!r} has non-finite values at batch {batch}")
+            for source, values in (("Keras", ref), (what, out)):  # the range the manifest declares
+                try:
+                    reader.check_value_range(values, graph.signature.value_range,
+                                             f"{source} output {name!r} at batch {batch}")
+                except reader.EdgeError as e:
+                    raise ExportError(str(e)) from None
             diff = np.abs(out.astype(np.float64) - ref)
             max_abs = max(max_abs, float(diff.max()))
             squared += float(np.sum(diff**2))

@@ -18,6 +18,8 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 if __package__:
     from keras_vae import recipes
 else:  # run from an export folder: the shared recipes sit beside this file
@@ -95,27 +97,50 @@ def _is_str(value) -> bool:
     return isinstance(value, str) and 0 < len(value) <= 4096
 
 
-def check_manifest(manifest: dict) -> dict:
-    """Checks the types and required keys of a manifest's whole layout; returns it.
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
-    Everything a sampler reads is checked before it is used: `latent_dim`,
-    `image.shape`, `num_classes`, `class_names`, `prior` (its type; the
-    table is checked by `sample_prior`), `graphs`, and each `files` /
-    `bundle` entry's `path`, `format`, `graph`, `precision`, `inputs`,
-    `size_bytes` and `sha256`.
+
+def _is_range(value) -> bool:
+    """Whether `value` is a declared value range: null or `[low, high]`, finite, low < high."""
+    return value is None or (isinstance(value, list) and len(value) == 2
+                             and all(_is_number(v) for v in value) and value[0] < value[1])
+
+
+def check_manifest(manifest: dict) -> dict:
+    """Checks a manifest's whole layout, its values and its sizes; returns it.
+
+    The one check of every consumer (the exporter before it writes, both
+    samplers, the server and its scorer): everything they read is checked
+    before it is used. Types and bounds of `latent_dim`, `image.shape`,
+    `num_classes`, `class_names`; each declared value range (`image` and
+    `graphs`: finite, low < high); the latents of the model's kind, a
+    continuous prior's whole table (`recipes.check_prior`: finite, bounded)
+    or a code grid and codebook (`recipes.check_code_grid`: bounded, so
+    the autoregressive loop's cost is) with a matching `codes` entry; the
+    `family` entry against the prior; the decoder's input against the
+    latents; the `anomaly` threshold; and each `files` / `bundle` entry's
+    `path`, `format`, `graph`, `precision`, `inputs`, `size_bytes`, `sha256`.
 
     Raises:
-        EdgeError: naming the first missing or mistyped entry.
+        EdgeError: naming the first missing, mistyped or out-of-range entry.
     """
     def need(ok, where, what):
         if not ok:
             raise EdgeError(f"{MANIFEST}: {where} must be {what}; re-run the export.")
 
+    def table_check(check, *args):
+        try:
+            return check(*args)
+        except ValueError as e:
+            raise EdgeError(f"{MANIFEST}: {e}") from None
+
     prior = manifest.get("prior")
     codes = is_code_model(manifest)
     need("latent_dim" in manifest and (
-        _is_int(manifest["latent_dim"], 1, MAX_LATENT_DIM) or (codes and manifest["latent_dim"]
-                                                                is None)),
+        manifest["latent_dim"] is None if codes
+        else _is_int(manifest["latent_dim"], 1, MAX_LATENT_DIM)),
          "'latent_dim'", f"an integer in [1, {MAX_LATENT_DIM}] (null for a code-grid model)")
     image = manifest.get("image")
     need(isinstance(image, dict), "'image'", "an object with a 'shape'")
@@ -128,11 +153,44 @@ def check_manifest(manifest: dict) -> dict:
     need(_is_int(manifest.get("num_classes") or 0, 0, MAX_CLASSES), "'num_classes'",
          f"an integer in [0, {MAX_CLASSES}] or null")
     names = manifest.get("class_names")
-    need(names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
+    need(names is None or (isinstance(names, list) and len(names) <= MAX_CLASSES
+                           and all(isinstance(n, str) for n in names)),
          "'class_names'", "a list of strings or null")
+    need(_is_range(image.get("value_range")), "'image.value_range'",
+         "null or [low, high], two finite numbers with low < high")
     need(prior is None or (isinstance(prior, dict) and isinstance(prior.get("type"), str)),
          "'prior'", "an object with a string 'type'")
-    need(isinstance(manifest.get("graphs", {}), dict), "'graphs'", "an object")
+    graphs = manifest.get("graphs", {})
+    need(isinstance(graphs, dict) and len(graphs) <= MAX_ENTRIES, "'graphs'", "an object")
+    for name, graph in graphs.items():
+        need(isinstance(graph, dict) and _is_range(graph.get("value_range")),
+             f"'graphs.{recipes.clip(name, 40)}'",
+             "an object whose 'value_range' is null or [low, high] (finite, low < high)")
+    if "decoder" in graphs and "value_range" in graphs["decoder"]:
+        need(graphs["decoder"]["value_range"] == image.get("value_range"),
+             "'graphs.decoder.value_range'", "the same as 'image.value_range'")
+    if codes:  # a VQ-VAE: a bounded code grid, its codebook, the graph that scores codes
+        grid = table_check(recipes.check_code_grid, prior.get("grid_shape"),
+                           prior.get("codebook_size"))
+        need(prior.get("graph") is None or _is_str(prior.get("graph")), "'prior.graph'",
+             "a graph name or null")
+        declared = manifest.get("codes")
+        need(declared is None or (isinstance(declared, dict)
+                                  and declared.get("grid_shape") == list(grid)
+                                  and declared.get("codebook_size") == prior["codebook_size"]),
+             "'codes'", "an object with the prior's 'grid_shape' and 'codebook_size'")
+        decoder_input = ("indices", [None, *grid])
+    else:  # continuous z: the whole table sample_prior draws from, finite and bounded
+        need(manifest.get("codes") is None, "'codes'",
+             "absent for a model with continuous latents (the prior is not over code grids)")
+        table_check(recipes.check_prior, prior, manifest["latent_dim"])
+        decoder_input = ("z", [None, manifest["latent_dim"]])
+    anomaly = manifest.get("anomaly")
+    need(anomaly is None or (isinstance(anomaly, dict) and _is_number(anomaly.get("threshold"))
+                             and (anomaly.get("quantile") is None or (
+                                 _is_number(anomaly["quantile"])
+                                 and 0 < anomaly["quantile"] <= 1))),
+         "'anomaly'", "null or an object with a finite 'threshold' (and a 'quantile' in (0, 1])")
     family = manifest.get("family")
     if family is not None:  # exports before the family entry have none
         need(isinstance(family, dict) and _is_str(family.get("name"))
@@ -168,7 +226,43 @@ def check_manifest(manifest: dict) -> dict:
                          and all(d is None or _is_int(d) for d in spec["shape"]),
                          f"{where}.{field}[{j}]",
                          "an object with a 'name', a 'dtype' and a 'shape' (integers or null)")
+            if entry["graph"] == "decoder":
+                name, shape = decoder_input
+                if [s["shape"] for s in entry["inputs"] if s["name"] == name] != [shape]:
+                    kind = "code grid" if codes else "latent size"
+                    have = recipes.clip(", ".join(f"{s['name']} {s['shape']}"
+                                                  for s in entry["inputs"]), 80)
+                    raise EdgeError(
+                        f"{MANIFEST}: {where} (the decoder) takes {have or 'nothing'}, not the "
+                        f"{name!r} {shape} its {kind} needs: the manifest belongs to another "
+                        "model, or its family was relabelled.")
     return manifest
+
+
+# Outputs may pass their declared range by this share of its width (the rounding
+# of fp16 and int8 files); a graph beyond it does not compute what it declares.
+VALUE_RANGE_TOLERANCE = 1e-3
+
+
+def check_value_range(values, value_range, what: str) -> None:
+    """Refuses outputs that are not finite or lie outside their declared `[low, high]`.
+
+    Raises:
+        EdgeError: one line naming `what`, the range it reached and the declared one.
+    """
+    values = np.asarray(values)
+    if values.size == 0:
+        return
+    if not np.all(np.isfinite(values)):
+        raise EdgeError(f"{what} gives NaN or inf values; the export is broken.")
+    if value_range is None:
+        return
+    low, high = (float(v) for v in value_range)
+    slack = VALUE_RANGE_TOLERANCE * (high - low)
+    lo, hi = float(values.min()), float(values.max())
+    if lo < low - slack or hi > high + slack:
+        raise EdgeError(f"{what} gives values in [{lo:.4g}, {hi:.4g}], outside the range "
+                        f"[{low:g}, {high:g}] the manifest declares; refusing the export.")
 
 
 # The kinds of latents a model family has: z drawn from a prior table, or code grids.
@@ -500,3 +594,42 @@ def check_inputs(manifest: dict, entry: dict, runtime_inputs: dict) -> None:
             f"{entry['path']} decodes {z_shape[-1]}-dimensional z but the manifest's latent "
             f"size is {latent_dim}: the manifest belongs to another model."
         )
+
+
+# Prior draws the decoder runs on when a consumer loads an export.
+PROBE_DRAWS = 4
+
+
+def probe_decoder(manifest: dict, run, what: str) -> None:
+    """Runs a loaded decoder once on a few draws and checks its images against the manifest.
+
+    The draws are `PROBE_DRAWS` prior draws of seed 0 (uniform codes for a
+    code-grid model), with labels `0, 1, ...` for a conditional model: the
+    same feeds for every consumer, so they refuse the same decoder alike.
+
+    Args:
+        manifest: A checked manifest (`read_manifest`).
+        run: `run(feeds) -> images` in the consumer's runtime.
+        what: The decoder file's name, for messages.
+
+    Raises:
+        EdgeError: images of the wrong shape, not finite, or outside the
+            declared `image.value_range`.
+    """
+    rng = np.random.default_rng(0)
+    if is_code_model(manifest):
+        prior = manifest["prior"]
+        feeds = {"indices": rng.integers(0, prior["codebook_size"],
+                                         (PROBE_DRAWS, *prior["grid_shape"])).astype(np.int32)}
+    else:
+        feeds = {"z": recipes.sample_prior(manifest.get("prior"), PROBE_DRAWS,
+                                           manifest["latent_dim"], rng)}
+    classes = int(manifest.get("num_classes") or 0)
+    if classes:
+        feeds["label"] = (np.arange(PROBE_DRAWS) % classes).astype(np.int32)
+    images = np.asarray(run(feeds))
+    expected = (PROBE_DRAWS, *manifest["image"]["shape"])
+    if images.shape != expected:
+        raise EdgeError(f"{what} gives images of shape {list(images.shape)} for prior draws, "
+                        f"the manifest says {list(expected)}.")
+    check_value_range(images, manifest["image"].get("value_range"), what)

@@ -30,6 +30,10 @@ else:  # run from an export folder: the device modules sit beside this file
 
 # The most image values (float32) one sampler run holds: 256 MiB.
 MAX_OUTPUT_VALUES = 1 << 26
+# The autoregressive loop over code grids: the most logits one step holds (1 GiB of
+# float32), and the most logits all its steps compute (one step per grid cell).
+MAX_STEP_LOGITS = 1 << 28
+MAX_CODE_LOGITS = 1 << 33
 
 
 def parser(prog: str, runtime: str, precisions: list[str]) -> argparse.ArgumentParser:
@@ -73,12 +77,9 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
     if args.interpolate:
         raise EdgeError("--interpolate needs continuous latents; a VQ-VAE export draws "
                         "discrete code grids (use --n and --seed).")
-    prior = manifest["prior"]
-    try:
-        grid_shape = tuple(int(d) for d in prior["grid_shape"])
-        codebook_size = int(prior["codebook_size"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise EdgeError(f"The manifest's code prior is malformed ({e}).") from None
+    prior = manifest["prior"]  # grid and codebook bounded by reader.check_manifest
+    grid_shape, codebook_size = tuple(prior["grid_shape"]), prior["codebook_size"]
+    check_code_cost(args.n, grid_shape, codebook_size)
     if prior.get("graph") is None:
         def run_logits(codes):  # no trained prior: uniform codes
             return np.zeros((*codes.shape, codebook_size), np.float32)
@@ -90,6 +91,23 @@ def code_grids(manifest: dict, args, fmt: str, load) -> np.ndarray:
         def run_logits(codes):
             return run({"indices": codes})
     return recipes.autoregressive_codes(run_logits, args.n, grid_shape, codebook_size, args.seed)
+
+
+def check_code_cost(n: int, grid_shape, codebook_size: int) -> None:
+    """Refuses `n` code grids whose autoregressive loop exceeds the sampler's budget.
+
+    Each of the grid's cells runs the prior on all `n` grids, giving
+    `n * cells * codebook_size` logits: bounded per step by
+    `MAX_STEP_LOGITS` and over the loop by `MAX_CODE_LOGITS`.
+    """
+    cells = math.prod(grid_shape)
+    step = n * cells * codebook_size
+    if step > MAX_STEP_LOGITS or step * cells > MAX_CODE_LOGITS:
+        most = max(1, min(MAX_STEP_LOGITS // (cells * codebook_size),
+                          MAX_CODE_LOGITS // (cells * cells * codebook_size)))
+        raise EdgeError(
+            f"{n} code grids of {list(grid_shape)} cells over {codebook_size} codes exceed the "
+            f"cost a sampler runs at once; ask for at most {most} with --n.")
 
 
 def check_output_size(n: int, shape) -> None:
@@ -157,14 +175,16 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
         content = reader.read_verified(args.export_dir, entry)
         check_output_size(args.steps if args.interpolate else args.n,
                           manifest["image"]["shape"])
+        class_labels(manifest, args.class_ids, 1)  # refused before any work
+        inputs, decode = load(content, args.threads, entry["path"])
+        del content
+        reader.check_inputs(manifest, entry, inputs)
+        reader.probe_decoder(manifest, decode, entry["path"])  # as the server does at start
         if reader.is_code_model(manifest):  # a VQ-VAE: code grids from its autoregressive prior
             key, z = "indices", code_grids(manifest, args, fmt, load)  # (n, h, w) int32
         else:
             key, z = "z", draw_z(manifest, args)  # (n, latent_dim)
         labels = class_labels(manifest, args.class_ids, len(z))
-        inputs, decode = load(content, args.threads, entry["path"])
-        del content
-        reader.check_inputs(manifest, entry, inputs)
         batches = []
         for start in range(0, len(z), args.batch_size):
             feeds = {key: z[start:start + args.batch_size]}
@@ -173,11 +193,10 @@ def run_sampler(argv, prog: str, runtime: str, fmt: str, precisions: list[str], 
             batches.append(decode(feeds))
         decoded = np.concatenate(batches, axis=0)  # (n, *image shape)
         expected = (len(z), *manifest["image"]["shape"])
-        if decoded.shape != expected or not np.all(np.isfinite(decoded)):
-            raise EdgeError(
-                f"{entry['path']} produced {decoded.shape} images (finite: "
-                f"{bool(np.all(np.isfinite(decoded)))}), expected finite {expected}."
-            )
+        if decoded.shape != expected:
+            raise EdgeError(f"{entry['path']} produced {decoded.shape} images, expected "
+                            f"{expected}.")
+        reader.check_value_range(decoded, manifest["image"].get("value_range"), entry["path"])
         ncols = len(z) if args.interpolate else None
         written = images.save_images(decoded, args.out, ncols)
     except ValueError as e:  # EdgeError, and the recipes' checks of the manifest's tables

@@ -157,9 +157,11 @@ class Service:
         web_dir: The page's folder (default: `web/` beside this file).
 
     Raises:
-        EdgeError: no manifest, a file whose size or SHA-256 differs from the
+        EdgeError: no manifest, one `reader.check_manifest` refuses (what a
+            sampler refuses), a file whose size or SHA-256 differs from the
             manifest, a VQ-VAE export, no ONNX graph to serve, a file
-            onnxruntime cannot open.
+            onnxruntime cannot open, a decoder whose images for prior draws
+            leave the declared value range (`reader.probe_decoder`).
     """
 
     def __init__(self, export_dir, limits: Limits | None = None, web_dir=None):
@@ -195,6 +197,11 @@ class Service:
             raise EdgeError(
                 f"{self.export_dir} has no fp32 ONNX decoder, encoder or scorer to serve; "
                 "export with formats including 'onnx'.")
+        decoder = self.models.get("decoder")
+        if decoder is not None:  # refused at start, on the draws a sampler checks
+            x = decoder.output_names.index("x") if "x" in decoder.output_names else 0
+            reader.probe_decoder(self.manifest, lambda feeds: decoder.run(feeds)[x],
+                                 decoder.path.name)
         window = self.limits.batch_window_ms / 1e3
         self.batchers = {name: batcher.Batcher(m, self.limits.max_batch, window,
                                                self.limits.max_queue, self.limits.parallel_runs)

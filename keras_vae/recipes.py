@@ -125,6 +125,65 @@ def prior_z(n: int, latent_dim: int, seed: int | None = None) -> np.ndarray:
 STANDARD_NORMAL = {"type": "standard_normal"}
 
 
+# Bounds on a mixture table (far above any fitted sampler or learned prior): its
+# components, and values whose draws stay finite in float32 (exp(100 / 2) ~ 5e21).
+MAX_COMPONENTS = 1 << 12
+MAX_ABS_MEAN = 1e6
+MAX_ABS_LOG_VAR = 100.0
+
+
+def _number_table(value, name: str, shape: tuple) -> np.ndarray:
+    """A table of JSON numbers (no booleans, strings or ragged rows) as float64 of `shape`."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.dtype.kind not in "iuf" or array.shape != shape:
+        found = "ragged or not numbers" if array is None or array.dtype.kind not in "iuf" \
+            else f"shape {list(array.shape)}"
+        raise ValueError(f"The manifest's mixture prior needs {name} of shape {list(shape)} "
+                         f"holding numbers ({found}).")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"The manifest's mixture prior has non-finite {name} (NaN or inf).")
+    return array
+
+
+def check_prior(prior: dict | None, latent_dim: int):
+    """Checks a continuous prior table; None for N(0, I), else `(weights, means, log_vars)`.
+
+    A mixture needs 1 to `MAX_COMPONENTS` finite non-negative `weights` with a
+    positive sum, and `(K, latent_dim)` finite `means` (|m| <= `MAX_ABS_MEAN`)
+    and `log_vars` (|v| <= `MAX_ABS_LOG_VAR`): every value `sample_prior`
+    reads, so its draws are finite.
+
+    Raises:
+        ValueError: an unknown prior type or a malformed mixture table.
+    """
+    prior = STANDARD_NORMAL if prior is None else prior
+    kind = prior.get("type") if isinstance(prior, dict) else None
+    if kind == "standard_normal":
+        return None
+    if kind != "mixture":
+        raise ValueError(f"Unknown prior {clip(repr(kind))} in the manifest; this sampler knows "
+                         "'standard_normal' and 'mixture'.")
+    raw = prior.get("weights")
+    k = len(raw) if isinstance(raw, (list, tuple, np.ndarray)) else -1
+    if not 1 <= k <= MAX_COMPONENTS:
+        raise ValueError(f"The manifest's mixture prior must have a list of 1 to "
+                         f"{MAX_COMPONENTS} weights (K >= 1 components).")
+    weights = _number_table(raw, "weights", (k,))
+    means = _number_table(prior.get("means"), "means", (k, latent_dim))
+    log_vars = _number_table(prior.get("log_vars"), "log_vars", (k, latent_dim))
+    if np.any(weights < 0) or not weights.sum() > 0:
+        raise ValueError("The manifest's mixture prior must have non-negative weights with a "
+                         "positive sum.")
+    if np.any(np.abs(means) > MAX_ABS_MEAN) or np.any(np.abs(log_vars) > MAX_ABS_LOG_VAR):
+        raise ValueError(f"The manifest's mixture prior has means beyond +-{MAX_ABS_MEAN:g} or "
+                         f"log_vars beyond +-{MAX_ABS_LOG_VAR:g}.")
+    return weights, means.astype(np.float32), log_vars.astype(np.float32)
+
+
 def sample_prior(prior: dict | None, n: int, latent_dim: int,
                  seed: int | None = None) -> np.ndarray:
     """`(n, latent_dim)` float32 draws from a prior in its manifest form.
@@ -141,29 +200,11 @@ def sample_prior(prior: dict | None, n: int, latent_dim: int,
     Raises:
         ValueError: an unknown prior type or a malformed mixture table.
     """
-    prior = STANDARD_NORMAL if prior is None else prior
-    kind = prior.get("type") if isinstance(prior, dict) else None
-    if kind == "standard_normal":
+    table = check_prior(prior, latent_dim)
+    if table is None:
         return prior_z(n, latent_dim, seed)
-    if kind != "mixture":
-        raise ValueError(f"Unknown prior {kind!r} in the manifest; this sampler knows "
-                         "'standard_normal' and 'mixture'.")
-    try:
-        weights = np.asarray(prior["weights"], np.float64)
-        means = np.asarray(prior["means"], np.float32)
-        log_vars = np.asarray(prior["log_vars"], np.float32)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"The manifest's mixture prior is malformed ({e}).") from None
+    weights, means, log_vars = table
     k = len(weights)
-    if (weights.ndim != 1 or k < 1 or means.shape != (k, latent_dim)
-            or log_vars.shape != (k, latent_dim) or not np.all(np.isfinite(weights))
-            or np.any(weights < 0) or weights.sum() <= 0
-            or not (np.all(np.isfinite(means)) and np.all(np.isfinite(log_vars)))):
-        raise ValueError(
-            f"The manifest's mixture prior must have K >= 1 finite non-negative weights and "
-            f"(K, {latent_dim}) finite means and log_vars; got weights {weights.shape}, "
-            f"means {means.shape}, log_vars {log_vars.shape}."
-        )
     rng = np.random.default_rng(seed)
     u = rng.random(n)  # (n,) float64 in [0, 1)
     cdf = np.cumsum(weights) / weights.sum()
@@ -173,6 +214,34 @@ def sample_prior(prior: dict | None, n: int, latent_dim: int,
 
 
 AUTOREGRESSIVE_CODES = "autoregressive_codes"
+
+# Bounds on a code grid (far above any VQ-VAE's): the autoregressive loop runs the
+# prior once per cell on the whole grid, so its cost grows with cells squared.
+MAX_CODE_CELLS = 4096
+MAX_CODEBOOK = 1 << 16
+
+
+def _is_count(value, hi: int) -> bool:
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            and 1 <= value <= hi)
+
+
+def check_code_grid(grid_shape, codebook_size) -> tuple[int, int]:
+    """`(height, width)` of a code grid, checked with its codebook size.
+
+    Raises:
+        ValueError: a grid that is not two positive integers, more than
+            `MAX_CODE_CELLS` cells, or a codebook size outside [1, `MAX_CODEBOOK`].
+    """
+    if not (isinstance(grid_shape, (list, tuple)) and len(grid_shape) == 2
+            and all(_is_count(d, MAX_CODE_CELLS) for d in grid_shape)
+            and int(grid_shape[0]) * int(grid_shape[1]) <= MAX_CODE_CELLS):
+        raise ValueError(f"The code grid must be two positive integers with at most "
+                         f"{MAX_CODE_CELLS} cells in all, got {clip(repr(grid_shape))}.")
+    if not _is_count(codebook_size, MAX_CODEBOOK):
+        raise ValueError(f"The codebook size must be an integer in [1, {MAX_CODEBOOK}], got "
+                         f"{clip(repr(codebook_size))}.")
+    return int(grid_shape[0]), int(grid_shape[1])
 
 
 def autoregressive_codes(run_logits, n: int, grid_shape, codebook_size: int,
@@ -199,11 +268,12 @@ def autoregressive_codes(run_logits, n: int, grid_shape, codebook_size: int,
         int32 codes in `[0, codebook_size)`.
 
     Raises:
-        ValueError: logits of the wrong shape or non-finite.
+        ValueError: a malformed grid or codebook size (`check_code_grid`),
+            logits of the wrong shape or non-finite.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    height, width = (int(d) for d in grid_shape)
+    height, width = check_code_grid(grid_shape, codebook_size)
     rng = np.random.default_rng(seed)
     codes = np.zeros((n, height, width), np.int32)
     expected = (n, height, width, int(codebook_size))

@@ -214,6 +214,28 @@ def _deep(n):
     return "[" * n + "]" * n
 
 
+def _mixture(**changes):
+    """A change that gives the export a 2-component mixture prior, with `changes` to its table."""
+    table = {"type": "mixture", "weights": [0.5, 0.5], "means": [[0.0] * 3, [1.0] * 3],
+             "log_vars": [[0.0] * 3, [-1.0] * 3], **changes}
+    return lambda m: m.update(prior=table)
+
+
+def _codes(grid_shape=(2, 2), codebook_size=8):
+    """A change that declares the export a code-grid model with this grid and codebook."""
+    def change(m):
+        m.pop("family")
+        m.update(latent_dim=None, prior={"type": recipes.AUTOREGRESSIVE_CODES, "graph": None,
+                                         "grid_shape": list(grid_shape),
+                                         "codebook_size": codebook_size})
+    return change
+
+
+def _decoder_of_codes(m):
+    """A VQ-VAE's decoder (it takes code grids) in a manifest relabelled as a normal-prior VAE."""
+    decoder_entry(m)["inputs"] = [{"name": "indices", "shape": [None, 2, 2], "dtype": "int32"}]
+
+
 LAYOUTS = {
     "manifest a list": (lambda m: None, "[]", "not a keras-vae manifest"),
     "files not a list": (lambda m: m.update(files="decoder.onnx"), None, "'files' must be"),
@@ -248,6 +270,47 @@ LAYOUTS = {
         "the family and the prior disagree"),
     "bundle entry broken": (lambda m: m["bundle"][0].update(sha256=None), None,
                             "bundle[0].sha256"),
+    "mixture mean NaN": (_mixture(means=[[float("nan"), 0.0, 0.0], [1.0] * 3]), None,
+                         "non-finite means"),
+    "mixture mean inf": (_mixture(means=[[float("inf"), 0.0, 0.0], [1.0] * 3]), None,
+                         "non-finite means"),
+    "mixture log_var -inf": (_mixture(log_vars=[[float("-inf"), 0.0, 0.0], [0.0] * 3]), None,
+                             "non-finite log_vars"),
+    "mixture weight NaN": (_mixture(weights=[float("nan"), 1.0]), None, "non-finite weights"),
+    "mixture weights negative": (_mixture(weights=[-1.0, 1.0]), None, "non-negative weights"),
+    "mixture means as text": (_mixture(means=[["0", "0", "0"], [1.0] * 3]), None,
+                              "holding numbers"),
+    "mixture means ragged": (_mixture(means=[[0.0], [1.0] * 3]), None, "holding numbers"),
+    "mixture mean huge": (_mixture(means=[[1e30, 0.0, 0.0], [1.0] * 3]), None, "means beyond"),
+    "mixture log_var huge": (_mixture(log_vars=[[500.0, 0.0, 0.0], [0.0] * 3]), None,
+                             "log_vars beyond"),
+    "mixture of no components": (_mixture(weights=[]), None, "1 to 4096 weights"),
+    "code grid negative": (_codes((-2, 2)), None, "code grid must be"),
+    "code grid zero": (_codes((0, 2)), None, "code grid must be"),
+    "code grid huge": (_codes((1000, 1000)), None, "at most 4096 cells"),
+    "code grid of three sizes": (_codes((2, 2, 2)), None, "code grid must be"),
+    "code grid as text": (_codes(("2", "2")), None, "code grid must be"),
+    "codebook 0": (_codes(codebook_size=0), None, "codebook size must be"),
+    "codebook -3": (_codes(codebook_size=-3), None, "codebook size must be"),
+    "codebook huge": (_codes(codebook_size=1 << 40), None, "codebook size must be"),
+    "codebook float": (_codes(codebook_size=8.0), None, "codebook size must be"),
+    "codes with a latent_dim": (lambda m: (_codes()(m), m.update(latent_dim=3)), None,
+                                "'latent_dim'"),
+    "codes entry on continuous latents": (
+        lambda m: m.update(codes={"grid_shape": [2, 2], "codebook_size": 8}), None, "'codes'"),
+    "decoder of codes relabelled": (_decoder_of_codes, None, "family was relabelled"),
+    "decoder of another latent size": (
+        lambda m: decoder_entry(m)["inputs"][0].update(shape=[None, 5]), None, "latent size"),
+    "value_range inverted": (lambda m: m["image"].update(value_range=[1.0, 0.0]), None,
+                             "'image.value_range'"),
+    "value_range NaN": (lambda m: m["image"].update(value_range=[0.0, float("nan")]), None,
+                        "'image.value_range'"),
+    "graph value_range text": (lambda m: m["graphs"]["decoder"].update(value_range="0..1"),
+                               None, "'graphs.decoder'"),
+    "graph value_range differs": (lambda m: m["graphs"]["decoder"].update(
+        value_range=[0.0, 5.0]), None, "'graphs.decoder.value_range'"),
+    "anomaly threshold NaN": (lambda m: m.update(anomaly={"threshold": float("nan")}), None,
+                              "'anomaly'"),
     "deeply nested": (lambda m: None, '{"a": ' + _deep(100_000) + "}", "not valid JSON"),
     "not utf-8": (lambda m: None, b"\xff\xfe{}", "not valid JSON"),
     "huge integer": (lambda m: None, '{"manifest_version": 2, "latent_dim": ' + "9" * 5000 + "}",
@@ -266,6 +329,21 @@ def test_manifest_layout_is_checked(folder, capsys, case):
         (folder / "manifest.json").write_text(raw)
     err = refused(folder, capsys, message)
     assert len(err) < 600
+
+
+def test_a_huge_declared_code_grid_is_refused_fast(folder, capsys):
+    """A 1000x1000 grid would run the prior a million times: refused before any work."""
+    rewrite(folder, _codes((1000, 1000), 512))
+    start = time.monotonic()
+    refused(folder, capsys, "at most 4096 cells")
+    assert time.monotonic() - start < 2
+
+
+def test_good_manifest_passes_the_check_unchanged(folder):
+    manifest = manifest_of(folder)
+    assert reader.check_manifest(manifest) is manifest
+    assert manifest["graphs"]["decoder"]["value_range"] == manifest["image"]["value_range"] \
+        == [0.0, 1.0]
 
 
 def test_savedmodel_folder_is_checked_without_following_links(tmp_path):
