@@ -53,7 +53,7 @@ QUANTIZE_ALIASES = {"int8": ("int8_dynamic", "int8_full")}
 # are not copied: `npm ci` in export/web, or a `web/ort/` folder beside the files.
 DEVICE_FILES = ("recipes.py", "reader.py", "images.py", "sampler.py",
                 "sample_onnx.py", "sample_litert.py", "serve.py", "protocol.py", "batcher.py",
-                "service.py", "routes.py", "uploads.py", "workers.py",
+                "service.py", "routes.py", "uploads.py", "workers.py", "http_limits.py",
                 "web/index.html", "web/app.js", "web/npy_random.js", "web/style.css")
 SOURCE = Path(__file__).resolve().parent
 

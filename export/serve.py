@@ -4,7 +4,7 @@
 Needs only numpy, onnxruntime, Starlette, uvicorn and Pillow (no TensorFlow,
 Keras or keras_vae). An export folder carries this script and the modules
 beside it (`protocol`, `batcher`, `service`, `routes`, `uploads`, `workers`,
-and the device modules `reader`, `recipes`), so inside it
+`http_limits`, and the device modules `reader`, `recipes`), so inside it
 
     python serve.py .                          # http://127.0.0.1:8000
     python serve.py . --port 9000 --max-batch 64 --threads 2
@@ -29,7 +29,9 @@ plus the keras-vae routes:
 Concurrent requests for one model are coalesced into one onnxruntime call
 (`batcher`); a model with `--max-queue` requests waiting answers 503 with
 Retry-After; a request above `--max-examples` examples or `--max-body-bytes`
-bytes answers 413. SIGTERM stops accepting connections, finishes the
+bytes answers 413; a request head above `--max-header-bytes` or `--max-headers`
+answers 431, one not sent within `--header-timeout-s` 408, a connection above
+`--max-connections` 503 (`http_limits`). SIGTERM stops accepting connections, finishes the
 requests in flight, then exits with status 0. `--workers N` runs N such
 servers (processes) on one port (`workers`).
 
@@ -41,6 +43,7 @@ This file is the command line and the application's assembly; the parts:
     routes.py    the HTTP handlers and the route table
     uploads.py   PNG uploads decoded by Pillow
     workers.py   the supervisor of --workers N
+    http_limits.py  the HTTP layer's bounds: request heads, read deadlines, connections
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ import time
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-SERVER_MODULES = ("protocol", "batcher", "service", "routes", "uploads", "workers", "reader",
-                  "recipes")
+SERVER_MODULES = ("protocol", "batcher", "service", "routes", "uploads", "workers",
+                  "http_limits", "reader", "recipes")
 
 
 def _missing(error: ImportError):
@@ -79,10 +82,11 @@ try:
     from starlette.exceptions import HTTPException
 
     if __package__:
-        from . import routes, workers
+        from . import http_limits, routes, workers
         from .reader import EdgeError
         from .service import Limits, Service
     else:  # run as a script: the server's modules sit beside this file
+        import http_limits
         import routes
         import workers
         from reader import EdgeError
@@ -164,6 +168,17 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
                    help="largest request body (413 above)")
     p.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,
                    help="time a client has to send its body (408 after)")
+    h = http_limits.HttpLimits()
+    p.add_argument("--max-header-bytes", type=int, default=h.max_header_bytes,
+                   help="largest request head, request line and headers together (431 above)")
+    p.add_argument("--max-headers", type=int, default=h.max_headers,
+                   help="most header lines in one request (431 above)")
+    p.add_argument("--header-timeout-s", type=float, default=h.header_timeout_s,
+                   help="time a client has, from connecting or from its request's first "
+                        "byte, to send the request head (408 after)")
+    p.add_argument("--max-connections", type=int, default=h.max_connections,
+                   help="open connections per server process (per worker with --workers); "
+                        "the next one is answered 503 and closed")
     p.add_argument("--workers", type=int, default=1,
                    help="server processes sharing the port, each with its own onnxruntime "
                         "sessions and coalescing (default 1; up to one per core)")
@@ -196,6 +211,18 @@ def limits_of(args: argparse.Namespace) -> Limits:
                   threads=threads, parallel_runs=args.parallel_runs)
 
 
+def http_limits_of(args: argparse.Namespace) -> http_limits.HttpLimits:
+    """The HTTP layer's bounds of a parsed command line.
+
+    Raises:
+        ValueError: a bound that is not a positive number.
+    """
+    return http_limits.HttpLimits(
+        max_header_bytes=args.max_header_bytes, max_headers=args.max_headers,
+        header_timeout_s=args.header_timeout_s, body_timeout_s=args.body_timeout_s,
+        max_connections=args.max_connections)
+
+
 def main(argv=None, prog: str = "serve.py") -> int:
     """Checks the export, then serves it until SIGINT/SIGTERM.
 
@@ -214,6 +241,11 @@ def main(argv=None, prog: str = "serve.py") -> int:
         return 2
     worker = args.worker_fd is not None
     limits = limits_of(args)
+    try:
+        bounds = http_limits_of(args)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     try:
         if not 0 <= args.port <= 65535:
             raise EdgeError(f"--port must be in [0, 65535], got {args.port}")
@@ -247,7 +279,8 @@ def main(argv=None, prog: str = "serve.py") -> int:
     service.worker = {"index": args.worker_index, "workers": args.workers, "pid": os.getpid()}
     config = uvicorn.Config(create_app(service), log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=args.drain_timeout_s,
-                            timeout_keep_alive=5, server_header=False)
+                            timeout_keep_alive=5, server_header=False,
+                            **http_limits.config_options(bounds))
     server = workers.worker_server(uvicorn, config, sock) if worker else uvicorn.Server(config)
     # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal to the
     # handler in place before it started: make that one a clean exit.

@@ -7,6 +7,8 @@
   converter) under a temporary name, renamed into place when the block
   succeeds;
 - `run_directory`: a whole run folder built under a temporary name;
+- `check_output`: the one rule every command that writes follows before it
+  starts: no replacing without `--overwrite`, never its own input;
 - `sha256_of`, `size_of`: checksums of files and folders.
 
 Example:
@@ -28,8 +30,8 @@ from pathlib import Path
 
 from keras_vae.recipes import atomic_write, clip, partial_name, sha256_of, size_of
 
-__all__ = ["RUN_ENTRIES", "RunDirectoryError", "atomic_write", "check_replaceable",
-           "partial_name", "remove", "run_directory", "scratch_directory", "sha256_of",
+__all__ = ["RUN_ENTRIES", "RunDirectoryError", "atomic_write", "check_output",
+           "check_replaceable", "partial_name", "remove", "run_directory", "scratch_directory", "sha256_of",
            "size_of", "staged", "write_json"]
 
 
@@ -67,6 +69,49 @@ def staged(path):
         remove(tmp)
 
 
+def check_output(path, *, overwrite: bool, inputs=(), flag: str = "--out") -> Path:
+    """Checks, before any work, that a command may write `path`; returns it as a `Path`.
+
+    The one rule of every command that writes (train, fit-sampler,
+    train-code-prior, sample, score, export, the demo):
+
+    - an existing `path` is replaced only with `--overwrite` (folders further
+      only when `check_replaceable` allows it, which `run_directory` checks);
+    - `path` is never one of the command's `inputs`, nor inside one, nor a
+      folder holding one, even with `--overwrite`: symbolic links and
+      relative names are resolved first, so no spelling of the input passes.
+
+    The write itself is atomic (`atomic_write`, `staged`, `run_directory`).
+
+    Args:
+        path: The file or folder to write.
+        overwrite: Whether `--overwrite` was given.
+        inputs: Paths the command reads (None entries and names that are not
+            local paths, such as a TFDS dataset, are skipped).
+        flag: The option that named `path`, for messages.
+
+    Raises:
+        FileExistsError: `path` exists and `overwrite` is False.
+        ValueError: `path` is, holds or lies inside an input.
+    """
+    path = Path(path)
+    target = Path(os.path.realpath(path))
+    for given in inputs:
+        if given is None or not Path(given).exists():
+            continue
+        source = Path(os.path.realpath(given))
+        if target == source or source in target.parents or target in source.parents:
+            relation = ("is" if target == source else
+                        "lies inside" if source in target.parents else "holds")
+            raise ValueError(f"{flag} {clip(path)} {relation} the input {clip(given)}; a "
+                             f"command never writes over what it reads, even with "
+                             f"--overwrite: choose another {flag}.")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{clip(path)} already exists; choose another {flag} or pass "
+                              "--overwrite to replace it.")
+    return path
+
+
 def remove(path) -> None:
     """Deletes a file or a folder tree if it exists."""
     path = Path(path)
@@ -83,7 +128,7 @@ RUN_ENTRIES = re.compile(
     r"|onnx_samples\.png|onnx_interpolation\.png|export|manifest\.json|README\.md"
     r"|recipes\.py|reader\.py|images\.py|sampler\.py|edge_io\.py"
     r"|sample_onnx\.py|sample_litert\.py|serve\.py|web"
-    r"|protocol\.py|batcher\.py|service\.py|routes\.py|uploads\.py|workers\.py"
+    r"|protocol\.py|batcher\.py|service\.py|routes\.py|uploads\.py|workers\.py|http_limits\.py"
     r"|model_prior\.keras|model_prior\.json"
     r"|\w+(\.\w+)?\.(onnx|tflite)|\w+_savedmodel)$"
 )
