@@ -35,7 +35,7 @@ browser:
 	  else echo "chromium is missing (sudo apt-get install chromium): browser tests will skip"; fi; }
 
 demo: install
-	$(PY) -m keras_vae.demo --data $(DATA) --out $(RUN)
+	$(PY) -m keras_vae.demo --data $(DATA) --out $(RUN) --overwrite
 
 test: install browser
 	$(PY) -m pytest tests

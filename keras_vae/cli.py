@@ -186,8 +186,13 @@ def _model_config(args) -> dict:
 
 
 def cmd_train(args):
-    from keras_vae import training
+    from keras_vae import files, training
 
+    files.check_output(args.out, overwrite=args.overwrite, inputs=(args.dataset,))
+    for flag in ("--checkpoint", "--backup-dir"):  # written during the run, not replaced
+        given = getattr(args, flag[2:].replace("-", "_"))
+        if given is not None:
+            files.check_output(given, overwrite=True, inputs=(args.dataset,), flag=flag)
     run_kwargs, variant_config = _variant(args)
     model_config = {**_model_config(args), **variant_config}
     config = training.RunConfig(
@@ -304,6 +309,9 @@ def cmd_score(args):
     from keras_vae.models.family import CONTINUOUS, family_of
     from keras_vae.uses import anomaly
 
+    if args.out:
+        files.check_output(args.out, overwrite=args.overwrite,
+                           inputs=(args.model, args.dataset, args.threshold_from))
     model = saving.load_model(args.model, compile=False)
     family_of(model).require(CONTINUOUS, "score", args.model)
 
@@ -332,6 +340,7 @@ def cmd_sample(args):
     from keras_vae import files, saving
     from keras_vae.uses import pictures
 
+    files.check_output(args.out, overwrite=args.overwrite, inputs=(args.model,))
     model = saving.load_model(args.model, compile=False)
     images = model.sample(args.n, seed=args.seed, class_ids=args.class_ids)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -345,12 +354,11 @@ def cmd_sample(args):
 def cmd_fit_sampler(args):
     import numpy as np
 
-    from keras_vae import data, saving
+    from keras_vae import data, files, saving
     from keras_vae.models.family import CONTINUOUS, family_of
     from keras_vae.parts import priors
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it.")
+    files.check_output(args.out, overwrite=args.overwrite, inputs=(args.model, args.dataset))
     model = saving.load_model(args.model)
     family_of(model).require(CONTINUOUS, "fit-sampler", args.model)
     ds = data.load(args.dataset, args.split, batch_size=args.batch_size,
@@ -371,15 +379,15 @@ def cmd_fit_sampler(args):
 
 
 def cmd_train_code_prior(args):
-    from pathlib import Path
-
     from keras_vae import data, files, saving
     from keras_vae.models.family import CODES, family_of
     from keras_vae.parts import code_prior
 
+    out = Path(args.out) if args.out else Path(args.model).parent / "model_prior.keras"
+    for path in (out, out.with_suffix(".json")):  # the model and its report
+        files.check_output(path, overwrite=args.overwrite, inputs=(args.model, args.dataset))
     model = saving.load_model(args.model)
     family_of(model).require(CODES, "train-code-prior", args.model)
-    out = Path(args.out) if args.out else Path(args.model).parent / "model_prior.keras"
 
     def images(split):  # binarized once: Bernoulli likelihoods score binary images
         return data.load(args.dataset, split, batch_size=256, binarize="static", shuffle=False,
@@ -391,7 +399,8 @@ def cmd_train_code_prior(args):
         learning_rate=args.learning_rate, validation_data=held_out, seed=args.seed,
         verbose=args.verbose)
     saving.save_model(model, out)
-    report = {"history": history.history, "args": vars(args) | {"func": None}}
+    given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report = {"history": history.history, "args": given | {"func": None}}
     if held_out is not None:
         report["held_out"] = {"split": args.test_split,
                               **code_prior.likelihood(model, held_out)}
@@ -401,8 +410,9 @@ def cmd_train_code_prior(args):
 
 
 def cmd_export(args):
-    from keras_vae import export, saving
+    from keras_vae import export, files, saving
 
+    files.check_output(args.out, overwrite=args.overwrite, inputs=(args.model, args.calibrate))
     model = saving.load_model(args.model, compile=False)
     graphs = args.graphs or None  # default: every graph its family offers
     anomaly = _calibrate(model, args) if args.calibrate else None  # bad data: before any work
@@ -510,17 +520,20 @@ def build_parser() -> argparse.ArgumentParser:
                    type=_percentile_as_quantile)
     p.add_argument("--out", type=output_file((".npy",)), default=None,
                    help="write the per-example scores to this .npy")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("sample", help="write a PNG grid of samples from the prior")
     p.add_argument("model", help="path to model.keras")
     p.add_argument("--n", type=image_count, default=64,
-                   help=f"number of samples (at most {MAX_IMAGES})")
+                   help=f"number of samples (at most {MAX_IMAGES}; a VQ-VAE with a code "
+                        "prior fewer, 256 on 7x7 code grids: docs/scaling.md)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--class-ids", type=bounded_int(0, 2**31 - 1, "a class id"), nargs="+",
                    default=None, help="labels to generate (conditional models)")
     p.add_argument("--out", type=image_file, required=True,
                    help="PNG grid to write (or .npy for the raw images)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("fit-sampler", help="fit a Gaussian mixture to the training latents and "
@@ -533,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit the posterior means or one posterior sample per image")
     p.add_argument("--codes", dest="latents", action=DeprecatedFlag, new="--latents",
                    choices=["mean", "sample"])
-    p.add_argument("--out", required=True, help="the new model file (.keras)")
+    p.add_argument("--out", type=output_file((".keras",)), required=True,
+                   help="the new model file (.keras)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=cmd_fit_sampler)
 
@@ -545,8 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out split: its bits per code grid and likelihood figure")
     p.add_argument("--epochs", type=bounded_int(1, MAX_EPOCHS, "a number of epochs"), default=20)
     p.add_argument("--learning-rate", type=positive_float, default=1e-3)
-    p.add_argument("--out", default=None,
-                   help="model file to write (default: model_prior.keras beside MODEL)")
+    p.add_argument("--out", type=output_file((".keras",)), default=None,
+                   help="model file to write, with its report beside it as .json "
+                        "(default: model_prior.keras beside MODEL)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out and its .json report")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=2, help="Keras verbosity")
     p.set_defaults(func=cmd_train_code_prior)
 

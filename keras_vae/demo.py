@@ -29,7 +29,7 @@ from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 
-from keras_vae import cli
+from keras_vae import cli, files
 
 SAMPLER = cli.device_program("sample_onnx.py")  # installed with the package
 
@@ -74,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="../shared/data/mnist-8k",
                    help="IDX directory of MNIST digits (falls back to 'digits' if absent)")
     p.add_argument("--out", default="saved_models/demo")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (a previous run of the demo)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"default {MNIST['epochs']} (MNIST), {FALLBACK['epochs']} (digits)")
     p.add_argument("--arch", default=None,
@@ -82,6 +84,10 @@ def main(argv=None) -> int:
                    help=f"default {MNIST['latent_dim']} (MNIST), {FALLBACK['latent_dim']} "
                         "(digits)")
     args = p.parse_args(argv)
+    try:  # before the long work: the rule of every command that writes
+        out = files.check_output(args.out, overwrite=args.overwrite, inputs=(args.data,))
+    except (ValueError, OSError) as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
 
     if Path(args.data).is_dir():
         dataset, train_split, test_split = args.data, "train[:7000]", "train[7000:]"
@@ -95,12 +101,11 @@ def main(argv=None) -> int:
     for key in ("epochs", "arch", "latent_dim"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    out = Path(args.out)
 
     _step(f"Train {settings['arch']} VAE (latent {settings['latent_dim']}, "
           f"{settings['likelihood']} likelihood) on {dataset} {train_split}")
     _keras_vae("train", *train_args(settings), "--dataset", dataset, "--split", train_split,
-               "--out", out, "--overwrite", "--verbose", 2)
+               "--out", out, *(["--overwrite"] if args.overwrite else []), "--verbose", 2)
 
     how = ("binarized once, fixed seed" if settings["binarize"] != "none"
            else "grey values")
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     report = _keras_vae("evaluate", out / "model.keras", "--dataset", dataset,
                         "--split", test_split, "--iwae-k", 100,
                         "--binarize", "static" if settings["binarize"] != "none" else "none")
-    (out / "evaluation.json").write_text(report)
+    files.atomic_write(out / "evaluation.json", lambda f: f.write(report), mode="w")
 
     _step("Export decoder, encoder and scorer (each checked against Keras)")
     _keras_vae("export", out / "model.keras", "--formats", "savedmodel,onnx,litert",

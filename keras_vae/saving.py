@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import threading
 import warnings
 import zipfile
 import zlib
@@ -51,6 +53,7 @@ MAX_CONFIG_BYTES = 1 << 20  # config.json (a resnet VAE's: 33 kB)
 MAX_METADATA_BYTES = 1 << 16  # metadata.json (64 bytes)
 MAX_WEIGHTS_BYTES = 4 << 30  # model.weights.h5
 MAX_RATIO = 10  # uncompressed / compressed, for members over 1 MiB
+_MAX_DEFLATE_RATIO = 1032  # the most deflate can inflate: a member claiming more lies
 # Weights the config may declare beyond those stored in the file (slack for
 # layers the estimate over-counts); a config asking for more is refused
 # before Keras builds (allocates) it.
@@ -127,6 +130,11 @@ def inspect_archive(path) -> dict:
     Raises:
         ValueError: naming the first problem found.
     """
+    return _inspect(path)[0]
+
+
+def _inspect(path) -> tuple[dict, int]:
+    """`inspect_archive`: the config and the number of weight values the file stores."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
@@ -137,7 +145,10 @@ def inspect_archive(path) -> dict:
                 raise ValueError(f"{path} has no config.json: not a .keras model file.")
             raw = zf.read(names["config.json"])
             weights = names.get("model.weights.h5")
-            stored = _stored_weights(path, zf.read(weights)) if weights else 0
+            stored = 0
+            if weights:  # read in place: the file is not copied into memory
+                with zf.open(weights) as f:
+                    stored = _stored_weights(path, f)
     except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as e:
         raise ValueError(
             f"{path} is not a readable .keras file (a zip archive): {clip(e)}. It may be "
@@ -184,7 +195,7 @@ def inspect_archive(path) -> dict:
             f"stores {stored:.3g}; refusing to build it (a few-kB config must not allocate "
             "GBs)."
         )
-    return config
+    return config, stored
 
 
 def _check_members(path: Path, infos) -> None:
@@ -192,6 +203,7 @@ def _check_members(path: Path, infos) -> None:
     limits = {"config.json": MAX_CONFIG_BYTES, "metadata.json": MAX_METADATA_BYTES,
               "model.weights.h5": MAX_WEIGHTS_BYTES}
     seen = set()  # three names, each once: at most three members
+    real = path.stat().st_size
     for info in infos:
         name = info.filename
         parts = name.replace("\\", "/").split("/")
@@ -211,9 +223,15 @@ def _check_members(path: Path, infos) -> None:
                 f"{path}: {name} inflates {info.file_size / max(info.compress_size, 1):.0f}-"
                 f"fold (Keras stores members uncompressed; at most {MAX_RATIO}-fold is "
                 "accepted); refusing a decompression bomb.")
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+        if info.compress_size > real or info.file_size > ratio * max(info.compress_size, 1) \
+                or (ratio == 1 and info.file_size != info.compress_size):
+            raise ValueError(
+                f"{path}: {name} declares {info.file_size} bytes in {info.compress_size}, which "
+                f"this {real}-byte file cannot hold (its zip directory lies); refusing.")
 
 
-def _stored_weights(path: Path, raw: bytes) -> int:
+def _stored_weights(path: Path, raw) -> int:
     """Number of values stored in a weights file, each array checked to be stored in full.
 
     Keras writes every variable as a contiguous, unfiltered HDF5 dataset. A
@@ -247,7 +265,7 @@ def _stored_weights(path: Path, raw: bytes) -> int:
         total += obj.size
 
     try:
-        with h5py.File(io.BytesIO(raw), "r") as f:
+        with h5py.File(io.BytesIO(raw) if isinstance(raw, bytes) else raw, "r") as f:
             f.visititems_links(visit)
             if not problems:
                 f.visititems(check)
@@ -316,16 +334,65 @@ def load_model(path, compile: bool = True) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at {path}")
-    inspect_archive(path)
+    _, stored = _inspect(path)
+    budget = _WeightBudget(stored + MAX_UNSTORED_WEIGHTS)
     try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+        with budget:
+            model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as e:
+        if budget.refused:  # Keras may wrap the refusal: name it plainly
+            raise ValueError(f"{path}: {budget.refused}") from None
         raise ValueError(f"Cannot load {path} as a keras_vae model: {clip(e)}") from e
     registered = keras.saving.get_registered_name(type(model))
     if not (isinstance(model, keras.Model) and registered.startswith("keras_vae>")):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a keras_vae model.")
     check_finite_weights(model, path)
     return model
+
+
+class _WeightBudget(contextlib.AbstractContextManager):
+    """Refuses, before it is allocated, any weight that takes the values built past `limit`.
+
+    `_declared_weights` knows Keras's own layers; a keras_vae layer sizes
+    its weights from its own config (a codebook, a mixture, pseudo-inputs),
+    which a crafted file may set to anything. Every layer creates its
+    weights through `keras.layers.Layer.add_weight`: while loading, that is
+    wrapped to count the values of each weight before creating it. Loads
+    are serialized (`_LOADING`), since the wrapper is the class's own.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.built, self.refused = int(limit), 0, None
+
+    def __enter__(self):
+        _LOADING.acquire()
+        self.original = original = keras.layers.Layer.add_weight
+        budget = self
+
+        def add_weight(layer, shape=None, *args, **kwargs):
+            size = 1
+            for d in shape or ():
+                size *= int(d) if d is not None else 1
+            budget.built += size
+            if budget.built > budget.limit:
+                budget.refused = (
+                    f"its config asks for a weight {tuple(shape)[:8]} in {clip(layer.name, 60)}, "
+                    f"taking the values built to {budget.built:.3g}, but the file stores "
+                    f"{budget.limit - MAX_UNSTORED_WEIGHTS:.3g}; refused before allocating it "
+                    "(a config that lies about its sizes).")
+                raise ValueError(budget.refused)
+            return original(layer, shape, *args, **kwargs)
+
+        keras.layers.Layer.add_weight = add_weight
+        return self
+
+    def __exit__(self, *exc):
+        keras.layers.Layer.add_weight = self.original
+        _LOADING.release()
+        return False
+
+
+_LOADING = threading.RLock()
 
 
 def check_finite_weights(model: keras.Model, path=None) -> None:

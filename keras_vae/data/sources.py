@@ -34,8 +34,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 def _read_idx(path: Path) -> np.ndarray:
     """Reads one IDX file (gzip or raw), checking its header against its size.
 
-    The header is read first: data it declares beyond `MAX_ARRAY_BYTES` is
-    refused, and no more than the declared bytes (plus one, to detect
+    The header is read first: data it declares beyond `MAX_ARRAY_VALUES`
+    is refused (`check_declared`), and no more than the declared bytes (plus one, to detect
     padding) are read or inflated, so a gzip bomb costs nothing.
     """
     opener = gzip.open if path.suffix == ".gz" else open
@@ -56,10 +56,7 @@ def _read_idx(path: Path) -> np.ndarray:
                                  f"({4 + len(raw_dims)} bytes).")
             dims = struct.unpack(f">{ndim}I", raw_dims)
             expected = math.prod(dims)
-            if expected > MAX_ARRAY_BYTES:
-                raise ValueError(
-                    f"IDX file {path} declares {dims} ({expected / 2**30:.3g} GiB), over the "
-                    f"{MAX_ARRAY_BYTES >> 30} GiB a source may load; refusing to read it.")
+            check_declared(f"IDX file {path}", dims, 1)
             raw = f.read(expected + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"Cannot read IDX file {path}: {e} (truncated or corrupt?)") from e
@@ -95,17 +92,54 @@ def _load_idx_dir(path: Path):
 
 
 # What a local source may make the loader allocate: a file's header declares
-# sizes, and they are checked against these before any array is built.
-MAX_ARRAY_BYTES = 8 << 30  # one array of a .npz (a float32 copy of 60k 28x28 images: 188 MB)
+# sizes, and they are checked against these before any array is built. A
+# source is read whole and turned into float32 (then checked for finiteness,
+# one byte per value), so an array of V values of B bytes each costs at most
+# V * (B + 5) bytes: under 1 GiB at these limits (measured in docs/scaling.md).
+MAX_ARRAY_VALUES = 1 << 27  # 134M values (MNIST's 60k 28x28 images: 47M)
+MAX_ARRAY_BYTES = 1 << 29  # 512 MiB as stored (float32 at MAX_ARRAY_VALUES)
 MAX_IMAGE_PIXELS = 1 << 24  # one image of a folder (4096 x 4096)
+# The most a deflated zip member can inflate (deflate's own limit, 1032:1).
+MAX_DEFLATE_RATIO = 1032
+
+
+def check_declared(what: str, shape, itemsize: int) -> None:
+    """Refuses an array a file declares before it is allocated: over `MAX_ARRAY_VALUES`
+    values or `MAX_ARRAY_BYTES` bytes.
+
+    Raises:
+        ValueError: naming the declared shape, its size and the limit.
+    """
+    values = math.prod(int(d) for d in shape)
+    nbytes = values * int(itemsize)
+    if values > MAX_ARRAY_VALUES or nbytes > MAX_ARRAY_BYTES:
+        raise ValueError(
+            f"{what} declares shape {tuple(shape)[:8]} ({values:.3g} values, "
+            f"{nbytes / 2**30:.3g} GiB), over the {MAX_ARRAY_VALUES:.3g} values and "
+            f"{MAX_ARRAY_BYTES >> 20} MiB a local source may load; refusing to allocate "
+            "it (use a TFDS source, or split the file).")
+
+
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """`x` as float32 in one pass (uint8 divided by 255), with no second full-size copy.
+
+    The same values as `data.checks.check_images` computes, which then
+    leaves the array as it is.
+    """
+    if x.dtype == np.uint8:
+        return np.divide(x, np.float32(255.0), dtype=np.float32)
+    if x.dtype == bool or x.dtype == np.float32:
+        return x.astype(np.float32, copy=False)
+    return x
 
 
 def _npz_header(zf, key: str, path: Path) -> tuple:
     """`(shape, dtype)` of one `.npz` member from its `.npy` header, checked before loading.
 
-    The header declares the array's shape and dtype; an array larger than
-    `MAX_ARRAY_BYTES`, or larger than the member's own uncompressed size, is
-    refused before anything is allocated.
+    The header declares the array's shape and dtype; an array over the
+    limits of `check_declared`, or larger than the member's own uncompressed
+    size (or than its compressed bytes could inflate to), is refused before
+    anything is allocated.
     """
     fmt = np.lib.format
     names = set(zf.namelist())
@@ -123,14 +157,13 @@ def _npz_header(zf, key: str, path: Path) -> tuple:
             raise ValueError(f"{path}: the header of {key!r} is not a valid .npy header "
                              f"({str(e)[:200]}).") from None
         header_bytes = f.tell()
+    check_declared(f"{path}: array {key!r} of {dtype}", shape, dtype.itemsize)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > MAX_ARRAY_BYTES or nbytes > info.file_size - header_bytes:
+    ratio = MAX_DEFLATE_RATIO if info.compress_type else 1
+    if nbytes > info.file_size - header_bytes or info.file_size > ratio * info.compress_size:
         raise ValueError(
             f"{path}: array {key!r} declares shape {shape[:8]} of {dtype} "
-            f"({nbytes / 2**30:.3g} GiB), more than "
-            + ("the file holds" if nbytes <= MAX_ARRAY_BYTES
-               else f"the {MAX_ARRAY_BYTES >> 30} GiB a source may load")
-            + "; refusing to allocate it.")
+            f"({nbytes / 2**30:.3g} GiB), more than the file holds; refusing to allocate it.")
     return shape, dtype
 
 
@@ -154,7 +187,7 @@ def _load_npz(path: Path):
             with zipfile.ZipFile(path) as zf:
                 for key in filter(None, (x_key, y_key)):
                     _npz_header(zf, key, path)
-            x = arrays[x_key]
+            x = as_float32(arrays[x_key])
             y = arrays[y_key].astype(np.int64) if y_key else None
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             raise ValueError(f"Cannot read {path} as .npz: {e}") from None
@@ -338,7 +371,7 @@ def load_arrays(source: str, split: str = "train"):
         if not path.exists():
             raise ValueError(f"Data path {path} does not exist.")
         x, y = PATH_SOURCES[_path_kind(path)](path)
-    x = check_images(x)
+    x = check_images(as_float32(np.asarray(x)))
     sl = _split_slice(split, len(x))
     x = x[sl]
     if len(x) == 0:

@@ -35,6 +35,13 @@ from keras_vae.models.signatures import GraphSignature
 from keras_vae.parts import blocks, distribute, likelihoods
 
 DOWNSAMPLING = 4  # two stride-2 convolutions
+# What one draw from a code prior may cost, in grid positions the PixelCNN
+# computes: it runs once per position on every grid, so n grids of P
+# positions cost n * P * P. This budget is 256 grids of 7x7 codes (28x28
+# images); larger grids get proportionally fewer (docs/scaling.md).
+MAX_CODE_PRIOR_POSITIONS = 256 * 49 * 49
+# Grids the code prior runs on at once: bounds its activations' memory.
+CODE_PRIOR_BATCH = 256
 # VQVAE constructor arguments that its `quantizer` holds.
 QUANTIZER_KEYS = ("codebook_size", "code_dim", "commitment_cost", "ema", "decay",
                   "restart_after")
@@ -404,18 +411,43 @@ class VQVAE(BuiltModel):
         x = data_lib.check_images(x, self.image_shape)
         return data_lib.batched(lambda xb, _: self.call(xb), x, None, batch_size)
 
+    def max_samples(self) -> int:
+        """The most images one `sample` call draws: `MAX_CODE_PRIOR_POSITIONS` over its grid's cost.
+
+        Without a code prior (uniform codes) drawing costs nothing, and the
+        limit is the command line's (`recipes.MAX_IMAGES`).
+        """
+        if self.code_prior is None:
+            return recipes.MAX_IMAGES
+        positions = self.grid_shape[0] * self.grid_shape[1]
+        return max(1, min(recipes.MAX_IMAGES, MAX_CODE_PRIOR_POSITIONS // positions**2))
+
     def sample_codes(self, n: int, seed: int | None = None) -> np.ndarray:
         """`(n, h', w')` int32 code grids: from the prior if trained, else uniform.
 
         The numpy loop `recipes.autoregressive_codes`, the same one the edge
-        samplers run, so a seed gives the same codes everywhere.
+        samplers run, so a seed gives the same codes everywhere. The prior
+        runs on `CODE_PRIOR_BATCH` grids at a time.
+
+        Raises:
+            ValueError: `n` over `max_samples()`, before any work.
         """
+        limit = self.max_samples()
+        if int(n) > limit:
+            h, w = self.grid_shape
+            raise ValueError(
+                f"A VQ-VAE with a code prior on {h}x{w} code grids draws at most {limit} "
+                f"images at a time (its PixelCNN runs once per code position, {h * w} times "
+                f"per grid), got {n}; draw them in several calls with different seeds.")
         if self.code_prior is None:
             def run_logits(codes):  # no prior yet: every code equally likely
                 return np.zeros((*codes.shape, self.codebook_size), np.float32)
         else:
-            def run_logits(codes):
-                return ops.convert_to_numpy(self.code_prior(codes, training=False))
+            def run_logits(codes):  # (n, h', w') -> (n, h', w', codebook_size)
+                return np.concatenate([
+                    ops.convert_to_numpy(self.code_prior(codes[i:i + CODE_PRIOR_BATCH],
+                                                         training=False))
+                    for i in range(0, len(codes), CODE_PRIOR_BATCH)])
         return recipes.autoregressive_codes(run_logits, n, self.grid_shape,
                                             self.codebook_size, seed)
 

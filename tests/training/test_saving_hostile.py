@@ -172,3 +172,115 @@ def test_declared_weights_match_keras_count(good):
     vae, path = good
     config = saving.inspect_archive(path)
     assert saving._declared_weights(config) == vae.count_params()
+
+
+# ------------------------------- configs that lie about the sizes they build
+
+
+def _set_in(config, class_name, key, value):
+    """Sets `key` of the first node of `class_name` in a nested config."""
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == class_name and isinstance(node.get("config"), dict):
+                node["config"][key] = value
+                return
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise KeyError(class_name)
+
+
+@pytest.fixture(scope="module")
+def sized_models(tmp_path_factory):
+    """Models whose own keras_vae layers size their weights from their config."""
+    import keras_vae
+    from keras_vae.models.vqvae import VQVAE
+
+    folder = tmp_path_factory.mktemp("sized")
+    vq = VQVAE(image_shape=(8, 8, 1), codebook_size=4, code_dim=2, seed=0)
+    mixture = keras_vae.VAE(image_shape=(8, 8, 1), latent_dim=2, arch="mlp",
+                            arch_options={"hidden_units": [8]}, prior="mixture", seed=0)
+    return {"vq": saving.save_model(vq, folder / "vq.keras"),
+            "mixture": saving.save_model(mixture, folder / "mixture.keras")}
+
+
+# Weight-sizing keys of keras_vae layers: (model, class, key, a lie, the refusal).
+_ASKS = "its config asks for a weight .* refused before allocating"
+LIES = {
+    "codebook size": ("vq", "VQVAE", "codebook_size", 10 ** 8, _ASKS),
+    "code dim": ("vq", "VQVAE", "code_dim", 10 ** 8, "code_dim is 100000000"),
+    "mixture components": ("mixture", "MixturePrior", "components", 10 ** 8, _ASKS),
+}
+
+# Runs in a fresh process: the peak RSS that the load adds, and its seconds.
+_MEASURE = """
+import resource, sys, time
+from keras_vae import saving
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.monotonic()
+try:
+    saving.load_model(sys.argv[1])
+    print("loaded")
+except ValueError as e:
+    print("refused", " ".join(str(e).split()))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown >> 10, time.monotonic() - start)
+"""
+
+
+def _load_in_process(path) -> tuple[str, int, float]:
+    """`(message, MB the load added to the peak RSS, seconds)` of loading `path` afresh."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True,
+                         text=True, timeout=300, check=True).stdout.strip().splitlines()
+    grown, seconds = out[-1].split()
+    return out[-2], int(grown), float(seconds)
+
+
+@pytest.mark.parametrize("case", sorted(LIES))
+def test_a_config_lying_about_sizes_is_refused_before_allocating(sized_models, tmp_path, case):
+    which, class_name, key, value, match = LIES[case]
+    crafted = _rewrite(sized_models[which], tmp_path / "lie.keras",
+                       config_change=lambda c: _set_in(c, class_name, key, value))
+    assert crafted.stat().st_size < (1 << 20)
+    _refused(crafted, match)
+    saving.load_model(sized_models[which])  # the honest file still loads
+
+
+@pytest.mark.slow
+def test_a_lying_config_costs_little_memory_in_a_fresh_process(sized_models, tmp_path):
+    # 10^8 codes of dimension 2: 800 MB of codebook had it been allocated.
+    crafted = _rewrite(sized_models["vq"], tmp_path / "lie.keras",
+                       config_change=lambda c: _set_in(c, "VQVAE", "codebook_size", 10 ** 8))
+    message, grown_mb, seconds = _load_in_process(crafted)
+    assert message.startswith("refused") and "before allocating" in message, message
+    assert grown_mb < 100 and seconds < 10, (grown_mb, seconds)
+
+
+def _lie_in_directory(src, dst, name, field_offset, value):
+    """Copies a zip, rewriting one 4-byte field of `name`'s central-directory entry."""
+    import struct
+
+    raw = bytearray(Path(src).read_bytes())
+    start = 0
+    while True:
+        start = raw.index(b"PK\x01\x02", start)
+        length = struct.unpack_from("<H", raw, start + 28)[0]
+        if raw[start + 46:start + 46 + length] == name.encode():
+            struct.pack_into("<I", raw, start + field_offset, value)
+            break
+        start += 4
+    Path(dst).write_bytes(bytes(raw))
+    return dst
+
+
+@pytest.mark.parametrize("field, value", [(24, 3 << 30), (20, 1 << 31)],
+                         ids=["uncompressed size", "compressed size"])
+def test_a_zip_directory_lying_about_member_sizes_is_refused(good, tmp_path, field, value):
+    _, path = good
+    crafted = _lie_in_directory(path, tmp_path / "lie.keras", "model.weights.h5", field, value)
+    _refused(crafted, "cannot hold|inflates")
