@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 # A native log line: absl/TensorFlow ("I0000 00:00:1796676623.905030  3130 file.cc:31] ..."),
 # or the start-up and converter notes that come without that prefix.
@@ -59,6 +60,64 @@ def native_logs_held():
             if kept:
                 sys.stderr.buffer.write(b"".join(kept))
                 sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def native_logs_filtered():
+    """Drops native log lines written to file descriptor 2 while the block runs, as they come.
+
+    Unlike `native_logs_held`, every other byte is passed on at once (a warning
+    during a long `fit` is not held back), so it can wrap a whole command.
+    """
+    if wants_native_logs():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pass_on, args=(read_end, saved), daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end held here: the pump sees its end
+        pump.join(timeout=5)
+        os.close(saved)
+
+
+def _pass_on(read_end: int, out: int) -> None:
+    """Copies `read_end` to `out` without the native log lines, until the pipe closes."""
+    pending = b""
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(1 << 16):
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if not NATIVE_LOG.match(line))
+            # A partial line is passed on now (a progress bar redraws with "\r") unless it
+            # may be the start of a native log line, which arrives whole soon after.
+            if pending and not _may_be_native(pending):
+                kept, pending = kept + pending, b""
+            if kept:
+                os.write(out, kept)
+    if pending and not NATIVE_LOG.match(pending):
+        os.write(out, pending)
+
+
+def _may_be_native(start: bytes) -> bool:
+    return bool(NATIVE_LOG.match(start)) or any(
+        prefix.startswith(start[:len(prefix)]) for prefix in _NATIVE_PREFIXES)
+
+
+# First bytes of the native log lines (`NATIVE_LOG`): a partial line that could still become one.
+_NATIVE_PREFIXES = (b"I0000", b"W0000", b"E0000", b"F0000", b"WARNING: All log messages",
+                    b"To enable the following", b"INFO: Created TensorFlow Lite",
+                    b"fully_quantize:")
 
 
 def quiet_import():

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from keras_vae import backend
 from keras_vae.recipes import (
     MAX_IMAGES,
     bounded_float,
@@ -633,7 +634,8 @@ def main(argv=None) -> int:
     except SystemExit as e:  # usage errors (exit 2, one line), --help and --version (0)
         return e.code if isinstance(e.code, int) else 2
     try:
-        args.func(args)
+        with backend.native_logs_filtered():
+            args.func(args)
     except (ValueError, OSError, RuntimeError) as e:
         # One line, bounded: a message may quote a file's content.
         message = " ".join(str(e).split()) or type(e).__name__
