@@ -98,15 +98,26 @@ def _pass_on(read_end: int, out: int) -> None:
     with os.fdopen(read_end, "rb", buffering=0) as pipe:
         while chunk := pipe.read(1 << 16):
             *lines, pending = (pending + chunk).split(b"\n")
-            kept = b"".join(line + b"\n" for line in lines if not NATIVE_LOG.match(line))
-            # A partial line is passed on now (a progress bar redraws with "\r") unless it
-            # may be the start of a native log line, which arrives whole soon after.
+            kept = b"".join(_line_out(line) for line in lines)
+            # A partial line is passed on now (a progress bar redraws with "\r"), but for
+            # a start that may become a native log line, which arrives whole soon after.
+            redrawn, _, last = pending.rpartition(b"\r")
+            if redrawn or pending.endswith(b"\r"):
+                kept, pending = kept + redrawn + b"\r", last
             if pending and not _may_be_native(pending):
                 kept, pending = kept + pending, b""
             if kept:
                 os.write(out, kept)
     if pending and not NATIVE_LOG.match(pending):
         os.write(out, pending)
+
+
+def _line_out(line: bytes) -> bytes:
+    """What is passed on of one line: without native log lines, also those after a "\r"."""
+    parts = line.split(b"\r")
+    if NATIVE_LOG.match(parts[-1]):  # the line ends as a native log line: drop its newline too
+        return b"".join(part + b"\r" for part in parts[:-1] if not NATIVE_LOG.match(part))
+    return b"\r".join(part for part in parts if not NATIVE_LOG.match(part)) + b"\n"
 
 
 def _may_be_native(start: bytes) -> bool:
