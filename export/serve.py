@@ -82,12 +82,13 @@ try:
     from starlette.exceptions import HTTPException
 
     if __package__:
-        from . import http_limits, routes, workers
+        from . import http_limits, routes, uploads, workers
         from .reader import EdgeError
         from .service import Limits, Service
     else:  # run as a script: the server's modules sit beside this file
         import http_limits
         import routes
+        import uploads
         import workers
         from reader import EdgeError
         from service import Limits, Service
@@ -233,6 +234,7 @@ def main(argv=None, prog: str = "serve.py") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format=f"{prog}: %(message)s")
+    uploads.tell_why_unreadable()
     try:
         import uvicorn
     except ImportError:

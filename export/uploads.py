@@ -36,15 +36,19 @@ else:  # run from an export folder: the server's modules sit beside this file
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# The most pixels Pillow opens (2048 x 2048); above twice this it raises
-# DecompressionBombError, above it warns, and both are refusals here. An
-# upload must have the model's size anyway: this bounds the work before that
-# check can run.
+# The most pixels an upload may declare (2048 x 2048), checked from its header
+# before any pixel is decoded. An upload must have the model's size anyway: this
+# bounds the work before that check can run. Pillow's own bomb limit (a process-wide
+# setting, left as the process has it) is a refusal here too.
 MAX_PIXELS = 1 << 22
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Pillow says why a file is not a PNG it can open (as a warning) instead of
-# only "cannot identify image file".
-Image.WARN_POSSIBLE_FORMATS = True
+
+
+def tell_why_unreadable() -> None:
+    """Has Pillow say why a file is not a PNG it can open (as a warning that the
+    400 quotes) instead of only "cannot identify image file". Process-wide: the
+    server calls it at start, never a library that shares its process.
+    """
+    Image.WARN_POSSIBLE_FORMATS = True
 
 # Pillow mode -> (what the file holds, largest sample value).
 _GREY = {"1": 1, "L": 255, "LA": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535}
@@ -75,6 +79,9 @@ def decode_png(data: bytes, image_shape) -> np.ndarray:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data), formats=["PNG"]) as probe:
+                if probe.size[0] * probe.size[1] > MAX_PIXELS:
+                    raise ServeError(400, f"the PNG has more pixels than this server opens "
+                                          f"({MAX_PIXELS}): {probe.size[0]}x{probe.size[1]}")
                 _check_size(probe.size, image_shape)
                 probe.verify()  # every chunk to IEND, CRCs included
             image = Image.open(io.BytesIO(data), formats=["PNG"])
