@@ -79,7 +79,7 @@ def export_litert(model: keras.Model, path, *, graph: str = "decoder",
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)  # the converter logs its temporary SavedModel
     try:
-        with backend.native_logs_held():
+        with backend.native_logs_filtered():
             flatbuffer = converter.convert()
     except Exception as e:
         raise ExportError(f"TFLite conversion of the {graph} with builtin ops only failed: "
@@ -95,7 +95,7 @@ def export_litert(model: keras.Model, path, *, graph: str = "decoder",
     with files.staged(path) as tmp:
         tmp.write_bytes(flatbuffer)
         try:
-            with backend.native_logs_held():
+            with backend.native_logs_filtered():
                 runner = Interpreter(model_path=str(tmp)).get_signature_runner(SIGNATURE)
         except Exception as e:
             raise ExportError(f"LiteRT cannot load {path}: {e}") from e
@@ -107,7 +107,7 @@ def export_litert(model: keras.Model, path, *, graph: str = "decoder",
         def run(feeds):
             return {k: np.array(v) for k, v in runner(**feeds).items()}
 
-        with backend.native_logs_held():  # LiteRT notes its delegate at the first call
+        with backend.native_logs_filtered():  # LiteRT notes its delegate at the first call
             figures = parity.check(traced, run, precision, str(path), traced.peak, seed)
     return manifest.file_entry(
         path, graph=graph, format="litert", precision=precision,

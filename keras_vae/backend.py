@@ -4,8 +4,8 @@ TensorFlow's and LiteRT's C++ code writes lines (`I0000 ... cudart_stub.cc`, the
 warning, the CPU-feature note, `cuInit` on machines without a GPU, the converter's
 `fully_quantize: ...`, the XNNPACK delegate note) straight to file descriptor 2, where no
 Python logger or `TF_CPP_MIN_LOG_LEVEL` value reaches them. They say nothing a user of
-keras-vae acts on, so `native_logs_held` holds file descriptor 2 around the calls that write
-them and passes on every other line.
+keras-vae acts on, so `native_logs_filtered` reads file descriptor 2 through a pipe around
+the calls that write them and passes on every other line.
 
 Set `TF_CPP_MIN_LOG_LEVEL` yourself (to 0 or 1) to see them again.
 """
@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import sys
-import tempfile
 import threading
 
 # A native log line: absl/TensorFlow ("I0000 00:00:1796676623.905030  3130 file.cc:31] ..."),
@@ -35,39 +34,11 @@ def wants_native_logs() -> bool:
 
 
 @contextlib.contextmanager
-def native_logs_held():
-    """Drops native log lines written to file descriptor 2 inside the block; keeps the rest."""
-    if wants_native_logs():
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no file descriptor 2 (an embedding host): nothing to hold
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().splitlines(keepends=True)
-                    if not NATIVE_LOG.match(line)]
-            if kept:
-                sys.stderr.buffer.write(b"".join(kept))
-                sys.stderr.flush()
-
-
-@contextlib.contextmanager
 def native_logs_filtered():
     """Drops native log lines written to file descriptor 2 while the block runs, as they come.
 
-    Unlike `native_logs_held`, every other byte is passed on at once (a warning
-    during a long `fit` is not held back), so it can wrap a whole command.
+    Every other byte is passed on at once (a warning during a long `fit` is not
+    held back), so it can wrap a whole command.
     """
     if wants_native_logs():
         yield
@@ -135,7 +106,7 @@ def quiet_import():
     """Imports and returns `tensorflow`, dropping its native start-up lines from stderr."""
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_logs_held():
+    with native_logs_filtered():
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # device discovery logs too (cuInit)
