@@ -164,7 +164,7 @@ def parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=d.max_queue,
                    help="requests waiting per model before 503 + Retry-After")
     p.add_argument("--max-examples", type=int, default=d.max_examples,
-                   help="most images or codes in one request (413 above)")
+                   help="most images or latents in one request (413 above)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
                    help="largest request body (413 above)")
     p.add_argument("--body-timeout-s", type=float, default=d.body_timeout_s,

@@ -10,7 +10,7 @@ Example:
 >>> GraphSignature(
 ...     inputs=[("z", (16,), "float32")], outputs=("x",),
 ...     fn=lambda z: {"x": vae.decode(z)},
-...     meaning="x: image means for codes z", value_range=(0.0, 1.0))
+...     meaning="x: image means for latents z", value_range=(0.0, 1.0))
 """
 
 from __future__ import annotations

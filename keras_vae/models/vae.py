@@ -411,10 +411,10 @@ class VAE(BuiltModel):
         image = ("image", tuple(self.image_shape), "float32")
         value_range = self.likelihood.value_range
         x_meaning = ("x: image means E[x | z] (pixel probabilities in [0, 1] for a Bernoulli "
-                     "likelihood), not logits, for codes z drawn from the prior"
+                     "likelihood), not logits, for latents z drawn from the prior"
                      if value_range == (0.0, 1.0) else
                      f"x: {type(self.likelihood).__name__} means E[x | z] in the scale of the "
-                     "training data, for codes z drawn from the prior")
+                     "training data, for latents z drawn from the prior")
 
         def decoder(z, label=None):
             return {"x": self.decode(z, label)}  # (batch, *image_shape) means
